@@ -1,0 +1,20 @@
+"""facerig: differentiable 3D face inverse rendering on one energy-minimisation core.
+
+Sub-packages
+------------
+energy     the core: energy terms, priors, proximal operators, solvers, unrolling, training modes
+render     cameras, rasteriser, interpolation, textures, spherical-harmonics shading
+model      face models (3DMMs), the graphic code, loaders and mesh / rig export
+landmarks  face detection and Face Mesh landmarks (MediaPipe)
+sparse     sparse coding (ISTA / FISTA / LISTA) on the core
+
+Conventions used everywhere
+---------------------------
+* Images are channels-last ``(B, H, W, C)`` float tensors in [0, 1] (NumPy entry points take
+  ``(H, W, 3)`` uint8 RGB as well).
+* Lengths are in centimetres; cameras follow OpenCV (x right, y down, z forward; pixel row i,
+  column j has its centre at (j + 0.5, i + 0.5)).
+* Functions follow the device and dtype of their inputs; float32 by default, float64 works.
+"""
+
+__version__ = "0.1.0"

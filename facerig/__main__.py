@@ -1,0 +1,5 @@
+"""``python -m facerig`` runs the command-line tool."""
+
+from facerig.cli import main
+
+raise SystemExit(main())

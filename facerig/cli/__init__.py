@@ -1,0 +1,61 @@
+"""The ``facerig`` command line: a thin layer over the public Python API.
+
+Each sub-command lives in its own module of this package and defines
+``register(subparsers)``, which adds an ``argparse`` sub-parser whose ``func`` default is the
+function to run (it returns the process exit status). Modules are discovered automatically,
+so adding a command means adding one file. Heavy imports happen inside the command functions
+so that ``facerig --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from facerig import __version__
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the CLI prints it without a traceback.
+
+    ``exit_code`` is the process exit status (2 for bad input, as argparse uses).
+    """
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facerig",
+        description="Differentiable 3D face inverse rendering on the CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"facerig {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"facerig {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,34 @@
+"""Shared test fixtures.
+
+``shared_data`` is the folder of research data that sits beside the repository
+(``../shared/data``, or ``$FACERIG_SHARED_DATA``); tests that need it skip cleanly when it is
+absent. Nothing from it is ever copied into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("FACERIG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} is absent")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
