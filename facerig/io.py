@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "write_image"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write", "write_image"]
 
 
 def _umask() -> int:
@@ -44,6 +44,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs):
+    """Open a temporary file beside ``path`` for writing (``mode`` "w" or "wb", ``kwargs`` passed
+    to :func:`open`); it replaces ``path`` only when the ``with`` block succeeds."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode: expected 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

@@ -18,40 +18,17 @@ camera frame (a :class:`~facerig.model.code.GraphicCode`) convert with
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["export_mesh", "export_rig_glb", "export_blendshapes_obj", "export_model_rig", "atomic_write",
+from facerig.io import atomic_open
+
+__all__ = ["export_mesh", "export_rig_glb", "export_blendshapes_obj", "export_model_rig",
            "camera_pose_to_model", "axis_angle_to_quaternion", "write_obj"]
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
-    """Open a temporary file beside ``path``; rename it over ``path`` when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual file mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _np(x, dtype=np.float64):
@@ -94,7 +71,7 @@ def write_obj(path, verts, faces, uvs=None, uv_faces=None, colors=None, mtl: str
         lines += [f"f {a + 1}/{ta + 1} {b + 1}/{tb + 1} {c_ + 1}/{tc + 1}" for (a, b, c_), (ta, tb, tc) in zip(f, tf)]
     else:
         lines += [f"f {a + 1} {b + 1} {c_ + 1}" for a, b, c_ in f]
-    with atomic_write(path, "w") as fh:
+    with atomic_open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
 
 
@@ -148,13 +125,13 @@ def export_mesh(path, verts, faces, *, colors=None, uvs=None, uv_faces=None, tex
         from trimesh.exchange.obj import export_obj
         text, files = export_obj(mesh, include_texture=True, return_texture=True, mtl_name=path.stem + ".mtl")
         for name, data in files.items():
-            with atomic_write(path.parent / name) as fh:
+            with atomic_open(path.parent / name) as fh:
                 fh.write(data)
-        with atomic_write(path, "w") as fh:
+        with atomic_open(path, "w") as fh:
             fh.write(text)
         return path
     data = mesh.export(file_type=ext[1:])
-    with atomic_write(path, "wb" if isinstance(data, bytes) else "w") as fh:
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as fh:
         fh.write(data)
     return path
 
@@ -358,7 +335,7 @@ def export_rig_glb(path, neutral, faces, blendshapes=None, names=None, *, weight
     js = json.dumps(gltf, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 4)
     total = 12 + 8 + len(js) + 8 + len(b.bin)
-    with atomic_write(path) as fh:
+    with atomic_open(path) as fh:
         fh.write(struct.pack("<4sII", b"glTF", 2, total))
         fh.write(struct.pack("<I4s", len(js), b"JSON") + js)
         fh.write(struct.pack("<I4s", len(b.bin), b"BIN\0") + bytes(b.bin))
@@ -387,7 +364,7 @@ def export_blendshapes_obj(folder, neutral, faces, blendshapes, names, *, uvs=No
         w = _np(weights)
         if w.ndim != 2 or w.shape[1] != len(names):
             raise ValueError(f"weights: expected shape (T, {len(names)}), got {w.shape}")
-        with atomic_write(folder / "weights.csv", "w") as fh:
+        with atomic_open(folder / "weights.csv", "w") as fh:
             fh.write("frame,time," + ",".join(names) + "\n")
             for i, row in enumerate(w):
                 fh.write(f"{i},{i / fps:.6f}," + ",".join(f"{x:.6f}" for x in row) + "\n")
@@ -395,7 +372,7 @@ def export_blendshapes_obj(folder, neutral, faces, blendshapes, names, *, uvs=No
         T = len(_np(rotations if rotations is not None else translations))
         r = np.zeros((T, 3)) if rotations is None else _np(rotations).reshape(T, 3)
         t = np.zeros((T, 3)) if translations is None else _np(translations).reshape(T, 3)
-        with atomic_write(folder / "pose.csv", "w") as fh:
+        with atomic_open(folder / "pose.csv", "w") as fh:
             fh.write("frame,time,rx,ry,rz,tx,ty,tz\n")
             for i in range(T):
                 fh.write(f"{i},{i / fps:.6f}," + ",".join(f"{x:.6f}" for x in (*r[i], *t[i])) + "\n")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from facerig.assets import asset_dirs, asset_path
+from facerig.io import atomic_open
 
 from facerig.model.face_model import FaceModel, LandmarkMap, LinearBlendSkinning
 from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama
@@ -253,8 +254,7 @@ def save_npz(model: FaceModel, path) -> Path:
         arrays[f"mask_{k}"] = v.cpu().numpy()
     for k, v in model.face_groups.items():
         arrays[f"facegroup_{k}"] = v.cpu().numpy()
-    from facerig.model.export import atomic_write
-    with atomic_write(path) as fh:
+    with atomic_open(path) as fh:
         np.savez_compressed(fh, **arrays)
     return path
 
