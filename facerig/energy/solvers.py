@@ -1,0 +1,702 @@
+"""Iterative solvers: proximal gradient (ISTA / FISTA), gradient-based (Adam, L-BFGS) and
+Gauss-Newton / Levenberg-Marquardt.
+
+Every solver is batched over the leading axis of its variable ``x`` of shape ``(B, ...)``
+(samples are independent problems), follows ``x``'s dtype and device and returns a
+:class:`SolverResult`: the solution, the per-iteration total energy (summed over the batch),
+the number of iterations and why it stopped.
+
+Energies passed to the solvers return either one value per sample, shape ``(B,)``, or a scalar
+(the batch total; per-sample stopping then falls back to the total).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from facerig.energy._checks import check_finite, check_nonneg, check_option, check_positive_int, per_sample
+
+__all__ = [
+    "SolverResult",
+    "ista",
+    "fista",
+    "power_iteration",
+    "minimize_adam",
+    "minimize_lbfgs",
+    "levenberg_marquardt",
+    "gauss_newton",
+]
+
+
+@dataclass
+class SolverResult:
+    """What every solver returns.
+
+    Attributes:
+        x: the solution, same shape as the initial point.
+        history: total energy (summed over the batch) at each recorded iteration
+            (every ``history_every`` iterations where the solver offers it).
+        n_iter: number of iterations performed.
+        stop_reason: ``"tol"`` (relative energy change below ``tol``), ``"max_iter"``,
+            ``"callback"`` (the callback returned ``True``), ``"gap"`` (duality gap below
+            tolerance), ``"step"`` (step/damping became too small to progress).
+        converged: ``True`` when a convergence criterion (not the iteration limit) stopped it.
+        extra: solver-specific values (e.g. final per-sample energies ``"energy"``, step sizes).
+    """
+
+    x: Tensor
+    history: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    stop_reason: str = "max_iter"
+    converged: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _per_sample_energy(e: Tensor, batch: int) -> Tensor:
+    """Energy as a ``(B,)`` tensor, or a 0-d tensor when the callable returned the batch total."""
+    e = e.detach()
+    if e.dim() == 0:
+        return e
+    if e.shape != (batch,):
+        raise ValueError(f"f: expected the energy to be a scalar or of shape ({batch},), got {tuple(e.shape)}")
+    return e
+
+
+def _rel_change(prev: Tensor, cur: Tensor) -> float:
+    """Largest relative energy change over the batch."""
+    scale = torch.maximum(prev.abs(), cur.abs()).clamp(min=1e-30)
+    return float(((prev - cur).abs() / scale).max())
+
+
+class _Smooth:
+    """The smooth part: energy ``f(x)`` and gradient, analytic or by autograd."""
+
+    def __init__(self, f, grad, batch):
+        if f is None and grad is None:
+            raise ValueError("f: give the smooth energy f(x), its gradient grad(x), or both")
+        self.f, self.grad_fn, self.batch = f, grad, batch
+
+    def value(self, x: Tensor) -> Tensor | None:
+        if self.f is None:
+            return None
+        with torch.no_grad():
+            return _per_sample_energy(self.f(x), self.batch)
+
+    def value_and_grad(self, x: Tensor, need_value: bool) -> tuple[Tensor | None, Tensor]:
+        if self.grad_fn is not None:
+            with torch.no_grad():
+                g = self.grad_fn(x)
+            if g.shape != x.shape:
+                raise ValueError(f"grad: returned shape {tuple(g.shape)}, expected {tuple(x.shape)}")
+            return (self.value(x) if need_value else None), g
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            e = self.f(xr)
+            (g,) = torch.autograd.grad(e.sum(), xr)
+        return _per_sample_energy(e, self.batch), g
+
+
+def _total(fx: Tensor | None, gx: Tensor | None) -> Tensor | None:
+    if fx is None:
+        return None
+    return fx if gx is None else fx + gx
+
+
+def _proximal_gradient(
+    x0, f, grad, prox, g, step, lipschitz, backtracking, eta, accelerated, monotone, max_iter, tol,
+    callback, history_every, progress, desc,
+) -> SolverResult:
+    if not isinstance(x0, Tensor):
+        raise TypeError("x0: expected a torch.Tensor of shape (B, ...)")
+    if x0.dim() < 1:
+        raise ValueError("x0: expected at least one (batch) dimension")
+    check_finite(x0, "x0")
+    check_positive_int(max_iter, "max_iter")
+    check_nonneg(tol, "tol")
+    check_positive_int(history_every, "history_every")
+    if eta <= 1:
+        raise ValueError(f"eta: backtracking factor must be > 1, got {eta}")
+    if prox is None:
+        def prox(v, t):  # no non-smooth part
+            return v
+    smooth = _Smooth(f, grad, x0.shape[0])
+    if backtracking is None:
+        backtracking = step is None and lipschitz is None
+    if step is None:
+        if lipschitz is not None:
+            check_nonneg(lipschitz, "lipschitz", strict=True)
+            step = 1.0 / lipschitz
+        elif backtracking:
+            step = 1.0
+        else:
+            raise ValueError("step: give step, lipschitz, or backtracking=True")
+    check_nonneg(step, "step", strict=True)
+    if backtracking and f is None:
+        raise ValueError("f: backtracking needs the smooth energy f")
+    if monotone and f is None:
+        raise ValueError("f: monotone=True needs the smooth energy f")
+    if tol > 0 and f is None:
+        raise ValueError("f: tol > 0 needs the smooth energy f (or stop with a callback)")
+    B = x0.shape[0]
+    shape1 = (B,) + (1,) * (x0.dim() - 1)
+    t_step = per_sample(step, x0, "step")
+    if backtracking and not isinstance(t_step, Tensor):
+        t_step = torch.full(shape1, t_step, dtype=x0.dtype, device=x0.device)
+
+    need_energy_every = tol > 0 or monotone
+    x = x0.detach().clone()
+    y = x
+    theta = 1.0
+    history: list[float] = []
+    reason = "max_iter"
+    e_prev = None
+    e_x = None
+    if monotone:
+        e_x = _total(smooth.value(x), g(x).detach() if g is not None else None)
+    bar = _progress(progress, max_iter, desc)
+    red = tuple(range(1, x0.dim()))
+    k = 0
+    with torch.no_grad():
+        while k < max_iter:
+            k += 1
+            fy, gy = smooth.value_and_grad(y, need_value=backtracking)
+            while True:
+                z = prox(y - t_step * gy, t_step)
+                if not backtracking:
+                    break
+                fz = smooth.value(z)
+                d = z - y
+                quad = fy + (gy * d).sum(dim=red) + d.square().sum(dim=red) / (2 * t_step.reshape(-1))
+                bad = fz > quad * (1 + 1e-12) + 1e-30 if fz.dim() else (fz > quad.sum() + 1e-30)
+                if not bool(bad.any()) or float(t_step.min()) < 1e-20:
+                    break
+                if fz.dim():
+                    t_step = torch.where(bad.reshape(shape1), t_step / eta, t_step)
+                else:
+                    t_step = t_step / eta
+            record = need_energy_every or k % history_every == 0 or k == max_iter
+            if monotone:
+                e_z = _total(smooth.value(z), g(z).detach() if g is not None else None)
+                take = (e_z <= e_x) if e_z.dim() else (e_z <= e_x).expand(B)
+                x_new = torch.where(take.reshape(shape1), z, x)
+                e_new = torch.where(take, e_z, e_x) if e_z.dim() else torch.minimum(e_z, e_x)
+            else:
+                x_new = z
+                e_new = None
+                if record and f is not None:
+                    e_new = _total(smooth.value(x_new), g(x_new).detach() if g is not None else None)
+            if accelerated:
+                theta_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * theta * theta))
+                if monotone:
+                    y = x_new + (theta / theta_next) * (z - x_new) + ((theta - 1.0) / theta_next) * (x_new - x)
+                else:
+                    y = x_new + ((theta - 1.0) / theta_next) * (x_new - x)
+                theta = theta_next
+            else:
+                y = x_new
+            x = x_new
+            if e_new is not None and k % history_every == 0:
+                history.append(float(e_new.sum()))
+            if bar is not None:
+                bar.update(1)
+                if e_new is not None:
+                    bar.set_postfix(energy=f"{float(e_new.sum()):.6g}")
+            if callback is not None and callback(k, x, e_new) is True:
+                reason = "callback"
+                break
+            if tol > 0 and e_new is not None:
+                if e_prev is not None and _rel_change(e_prev, e_new) <= tol:
+                    reason = "tol"
+                    break
+                e_prev = e_new
+            if monotone:
+                e_x = e_new
+    if bar is not None:
+        bar.close()
+    extra = {"step": t_step}
+    if e_new is not None:
+        extra["energy"] = e_new
+    return SolverResult(x=x, history=history, n_iter=k, stop_reason=reason,
+                        converged=reason in ("tol", "callback"), extra=extra)
+
+
+def fista(
+    x0: Tensor,
+    *,
+    f: Callable[[Tensor], Tensor] | None = None,
+    grad: Callable[[Tensor], Tensor] | None = None,
+    prox: Callable[[Tensor, float | Tensor], Tensor] | None = None,
+    g: Callable[[Tensor], Tensor] | None = None,
+    step: float | Tensor | None = None,
+    lipschitz: float | Tensor | None = None,
+    backtracking: bool | None = None,
+    eta: float = 2.0,
+    monotone: bool = False,
+    max_iter: int = 100,
+    tol: float = 0.0,
+    callback: Callable[[int, Tensor, Tensor | None], bool | None] | None = None,
+    history_every: int = 1,
+    progress: bool = False,
+) -> SolverResult:
+    """FISTA (Beck & Teboulle 2009): accelerated proximal gradient for ``min f(x) + g(x)``.
+
+    ``f`` is smooth (gradient ``grad`` given analytically or taken by autograd from ``f``),
+    ``g`` is handled by its proximal operator ``prox(v, step) = argmin_x g(x) + ||x-v||^2/(2 step)``.
+
+    Args:
+        x0: ``(B, ...)`` initial point (warm start); samples are independent problems.
+        f: ``x -> (B,)`` (or scalar) smooth energy. Needed for backtracking, ``monotone``,
+            ``tol`` and the history; optional when ``grad`` is given.
+        grad: ``x -> (B, ...)`` analytic gradient of ``f`` (no autograd overhead, e.g. Lasso
+            ``A^T (A x - b)``). Without it the gradient is taken by autograd from ``f``.
+        prox: ``(v, step) -> x`` prox of ``g``; ``step`` is a number or a ``(B, 1, ..., 1)``
+            tensor. ``None`` means ``g = 0``.
+        g: ``x -> (B,)`` value of the non-smooth part, used only for reporting the energy
+            (history, ``tol``, ``monotone``).
+        step: fixed step size (number or per-sample ``(B,)`` tensor), at most ``1/L`` for the
+            Lipschitz constant ``L`` of ``grad``.
+        lipschitz: ``L``; the step is ``1/L`` when ``step`` is not given.
+        backtracking: Beck-Teboulle backtracking (per sample), starting from ``step`` (or 1)
+            and dividing by ``eta`` until the quadratic upper bound holds. Defaults to ``True``
+            when neither ``step`` nor ``lipschitz`` is given.
+        eta: backtracking factor > 1.
+        monotone: MFISTA, the variant whose energy never increases (costs one energy
+            evaluation per iteration).
+        max_iter: iteration limit.
+        tol: stop when the largest per-sample relative change of the total energy between two
+            iterations is <= ``tol`` (0 disables it; then the energy is evaluated only for the
+            history).
+        callback: ``callback(k, x, energy)`` after iteration ``k`` (1-based); ``energy`` is the
+            per-sample energy ``(B,)`` when computed, else ``None``. Returning ``True`` stops
+            the solver (``stop_reason="callback"``), e.g. for duality-gap stopping.
+        history_every: record the total energy every this many iterations (needs ``f``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`SolverResult`; ``extra["step"]`` holds the final step, ``extra["energy"]`` the
+        last per-sample energy when computed.
+    """
+    return _proximal_gradient(x0, f, grad, prox, g, step, lipschitz, backtracking, eta, True, monotone,
+                              max_iter, tol, callback, history_every, progress, "fista")
+
+
+def ista(
+    x0: Tensor,
+    *,
+    f: Callable[[Tensor], Tensor] | None = None,
+    grad: Callable[[Tensor], Tensor] | None = None,
+    prox: Callable[[Tensor, float | Tensor], Tensor] | None = None,
+    g: Callable[[Tensor], Tensor] | None = None,
+    step: float | Tensor | None = None,
+    lipschitz: float | Tensor | None = None,
+    backtracking: bool | None = None,
+    eta: float = 2.0,
+    max_iter: int = 100,
+    tol: float = 0.0,
+    callback: Callable[[int, Tensor, Tensor | None], bool | None] | None = None,
+    history_every: int = 1,
+    progress: bool = False,
+) -> SolverResult:
+    """ISTA: proximal gradient ``x <- prox(x - step * grad f(x), step)`` for ``min f(x) + g(x)``.
+
+    Same arguments and result as :func:`fista` (without ``monotone``: with a step <= 1/L the
+    ISTA energy never increases).
+    """
+    return _proximal_gradient(x0, f, grad, prox, g, step, lipschitz, backtracking, eta, False, False,
+                              max_iter, tol, callback, history_every, progress, "ista")
+
+
+def power_iteration(
+    op: Callable[[Tensor], Tensor],
+    shape: tuple[int, ...],
+    *,
+    n_iter: int = 100,
+    tol: float = 1e-6,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Largest eigenvalue of a symmetric positive semi-definite linear operator, per sample.
+
+    Typical use: the Lipschitz constant ``||A^T A||`` of a least-squares gradient,
+    ``power_iteration(lambda v: A.T @ (A @ v) ..., shape)``.
+
+    Args:
+        op: ``(B, ...) -> (B, ...)`` linear, symmetric PSD, acting independently per sample.
+        shape: ``(B, ...)`` shape of the vectors ``op`` acts on.
+        n_iter: maximum number of iterations.
+        tol: stop when the relative change of every estimate is below ``tol``.
+        dtype, device: of the random start vector (default dtype / CPU).
+        generator: random generator for the start vector (reproducible).
+
+    Returns:
+        ``(B,)`` eigenvalue estimates (from below; multiply by ~1.01 for a safe step size).
+    """
+    check_positive_int(n_iter, "n_iter")
+    v = torch.randn(tuple(shape), dtype=dtype or torch.get_default_dtype(), generator=generator)
+    v = v.to(device) if device is not None else v
+    red = tuple(range(1, v.dim()))
+    v = v / v.square().sum(dim=red, keepdim=True).sqrt().clamp(min=1e-30)
+    lam = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+    with torch.no_grad():
+        for _ in range(n_iter):
+            w = op(v)
+            lam_new = (w * v).sum(dim=red)
+            v = w / w.square().sum(dim=red, keepdim=True).sqrt().clamp(min=1e-30)
+            done = bool(((lam_new - lam).abs() <= tol * lam_new.abs()).all())
+            lam = lam_new
+            if done:
+                break
+    return lam
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient-based solvers (torch.optim)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_start(y0, name: str = "y0") -> Tensor:
+    if not isinstance(y0, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (B, ...)")
+    if y0.dim() < 1:
+        raise ValueError(f"{name}: expected at least one (batch) dimension")
+    check_finite(y0, name)
+    return y0.detach().clone()
+
+
+def _energy_vector(e: Tensor, batch: int, name: str = "energy") -> Tensor:
+    if e.dim() == 0:
+        return e
+    if e.shape != (batch,):
+        raise ValueError(f"{name}: expected a scalar or a ({batch},) tensor, got shape {tuple(e.shape)}")
+    return e
+
+
+def _run_torch_optim(energy, y0, opt_factory, max_iter, tol, patience, project, callback, progress,
+                     history_every, desc, closure_based) -> SolverResult:
+    y = _check_start(y0).requires_grad_(True)
+    check_positive_int(max_iter, "max_iter")
+    check_nonneg(tol, "tol")
+    check_positive_int(patience, "patience")
+    check_positive_int(history_every, "history_every")
+    opt = opt_factory([y])
+    B = y.shape[0]
+    history: list[float] = []
+    best = math.inf
+    stale = 0
+    reason = "max_iter"
+    bar = _progress(progress, max_iter, desc)
+    last = None
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        e = _energy_vector(energy(y), B)
+        total = e.sum()
+        total.backward()
+        return total
+
+    k = 0
+    while k < max_iter:
+        k += 1
+        if closure_based:
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+        if project is not None:
+            with torch.no_grad():
+                y.copy_(project(y))
+        with torch.no_grad():
+            e = _energy_vector(energy(y), B).detach()
+        total = float(e.sum())
+        last = e
+        if not math.isfinite(total):
+            raise FloatingPointError(f"{desc}: the energy became {total}; lower the learning rate")
+        if k % history_every == 0:
+            history.append(total)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(energy=f"{total:.6g}")
+        if callback is not None and callback(k, y.detach(), e) is True:
+            reason = "callback"
+            break
+        if tol > 0:
+            if not math.isfinite(best) or total < best - tol * max(abs(best), 1e-30):
+                best, stale = total, 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    reason = "tol"
+                    break
+    if bar is not None:
+        bar.close()
+    return SolverResult(x=y.detach(), history=history, n_iter=k, stop_reason=reason,
+                        converged=reason in ("tol", "callback"), extra={"energy": last})
+
+
+def minimize_adam(
+    energy: Callable[[Tensor], Tensor],
+    y0: Tensor,
+    *,
+    lr: float = 1e-2,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+    patience: int = 20,
+    project: Callable[[Tensor], Tensor] | None = None,
+    callback: Callable[[int, Tensor, Tensor], bool | None] | None = None,
+    history_every: int = 1,
+    progress: bool = False,
+    **adam_kwargs,
+) -> SolverResult:
+    """Minimise ``energy(y)`` with Adam (gradient by autograd), batched.
+
+    Args:
+        energy: ``y -> (B,)`` per-sample energies (or a scalar total); differentiable.
+        y0: ``(B, ...)`` initial point (not modified).
+        lr: Adam learning rate (> 0); ``**adam_kwargs`` go to ``torch.optim.Adam``.
+        max_iter: iteration limit.
+        tol, patience: stop (``"tol"``) when the total energy has not improved on its best value
+            by a relative ``tol`` for ``patience`` consecutive iterations (``tol=0`` disables).
+        project: ``y -> y`` projection applied after every step (constraints: box, fixed values).
+        callback: ``callback(k, y, energy)`` after iteration ``k``; returning ``True`` stops.
+        history_every: record the total energy every this many iterations.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`SolverResult` with ``extra["energy"]`` the last per-sample energies.
+    """
+    check_nonneg(lr, "lr", strict=True)
+    return _run_torch_optim(energy, y0, lambda ps: torch.optim.Adam(ps, lr=lr, **adam_kwargs), max_iter, tol,
+                            patience, project, callback, progress, history_every, "adam", False)
+
+
+def minimize_lbfgs(
+    energy: Callable[[Tensor], Tensor],
+    y0: Tensor,
+    *,
+    lr: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-9,
+    patience: int = 3,
+    history_size: int = 10,
+    line_search: str | None = "strong_wolfe",
+    project: Callable[[Tensor], Tensor] | None = None,
+    callback: Callable[[int, Tensor, Tensor], bool | None] | None = None,
+    history_every: int = 1,
+    progress: bool = False,
+) -> SolverResult:
+    """Minimise ``energy(y)`` with L-BFGS (``torch.optim.LBFGS``), batched.
+
+    The batch is one optimisation problem for L-BFGS (its energy is the sum over samples,
+    which is separable, so the per-sample minimisers are found). One iteration is one L-BFGS
+    step with its line search. ``project`` is applied after each step (projected L-BFGS, a
+    heuristic; prefer proximal solvers for hard constraints).
+
+    Args:
+        energy: ``y -> (B,)`` or scalar; differentiable (smooth: use eps-smoothed TV).
+        y0: ``(B, ...)`` initial point.
+        lr: L-BFGS initial step.
+        max_iter, tol, patience, project, callback, history_every, progress: as :func:`minimize_adam`.
+        history_size: L-BFGS memory.
+        line_search: ``"strong_wolfe"`` or ``None``.
+
+    Returns:
+        :class:`SolverResult`.
+    """
+    check_option(line_search, "line_search", ("strong_wolfe", None))
+    check_positive_int(history_size, "history_size")
+    check_nonneg(lr, "lr", strict=True)
+
+    def factory(ps):
+        return torch.optim.LBFGS(ps, lr=lr, max_iter=1, history_size=history_size,
+                                 line_search_fn=line_search, tolerance_grad=0.0, tolerance_change=0.0)
+
+    return _run_torch_optim(energy, y0, factory, max_iter, tol, patience, project, callback, progress,
+                            history_every, "lbfgs", True)
+
+
+# --------------------------------------------------------------------------------------------
+# Gauss-Newton / Levenberg-Marquardt
+# --------------------------------------------------------------------------------------------
+
+
+def batched_jacobian(residual: Callable[[Tensor], Tensor], p: Tensor, mode: str = "auto") -> tuple[Tensor, Tensor]:
+    """Residuals and their per-sample Jacobian for a batched residual function.
+
+    Because sample ``b``'s residuals depend only on ``p[b]``, the Jacobian of all samples comes
+    from one forward-mode pass per parameter (shared tangent) or one reverse-mode pass per
+    residual (summed over the batch), vectorised with ``torch.func.vmap``.
+
+    Args:
+        residual: ``(B, P) -> (B, M)``, built from ``torch.func``-compatible operations.
+        p: ``(B, P)``.
+        mode: ``"forward"`` (cost ~P), ``"reverse"`` (cost ~M) or ``"auto"`` (the cheaper).
+
+    Returns:
+        ``r`` of shape ``(B, M)`` and ``J`` of shape ``(B, M, P)``.
+    """
+    from torch.func import jacfwd, jacrev
+
+    check_option(mode, "jacobian", ("auto", "forward", "reverse"))
+    p = p.detach()
+    with torch.no_grad():
+        r = residual(p)
+    if r.dim() != 2 or r.shape[0] != p.shape[0]:
+        raise ValueError(f"residual: expected (B, M) residuals, got shape {tuple(r.shape)}")
+    if mode == "auto":
+        mode = "forward" if p.shape[1] <= r.shape[1] else "reverse"
+    if mode == "forward":
+        zero = torch.zeros(p.shape[1], dtype=p.dtype, device=p.device)
+        J = jacfwd(lambda q: residual(p + q))(zero)  # (B, M, P)
+    else:
+        J = jacrev(lambda q: residual(q).sum(dim=0))(p).permute(1, 0, 2)  # (M, B, P) -> (B, M, P)
+    return r, J
+
+
+def levenberg_marquardt(
+    residual: Callable[[Tensor], Tensor],
+    p0: Tensor,
+    *,
+    jacobian: Callable[[Tensor], Tensor] | str = "auto",
+    damping: float = 1e-3,
+    damping_up: float = 10.0,
+    damping_down: float = 0.1,
+    scaled: bool = True,
+    max_iter: int = 50,
+    tol: float = 1e-10,
+    project: Callable[[Tensor], Tensor] | None = None,
+    callback: Callable[[int, Tensor, Tensor], bool | None] | None = None,
+    progress: bool = False,
+) -> SolverResult:
+    """Levenberg-Marquardt for batched nonlinear least squares ``min_p 1/2 ||r(p)||^2``.
+
+    Each sample has its own damping ``lambda``: the step solves
+    ``(J^T J + lambda D) dp = -J^T r`` (``D = diag(J^T J)`` when ``scaled``, Marquardt's
+    scale-invariant form, else the identity) by a batched Cholesky factorisation; a step that
+    lowers the cost is accepted and ``lambda *= damping_down``, otherwise rejected and
+    ``lambda *= damping_up``. The Jacobian is recomputed only after some sample moved.
+
+    Args:
+        residual: ``(B, P) -> (B, M)`` residual function (face fitting: a few hundred
+            residuals, 50-300 parameters, batched over frames).
+        p0: ``(B, P)`` initial parameters.
+        jacobian: ``"auto"`` / ``"forward"`` / ``"reverse"`` (autograd, see
+            :func:`batched_jacobian`) or a callable ``p -> (B, M, P)``.
+        damping: initial ``lambda`` (>= 0); about 0 makes the first steps Gauss-Newton.
+        damping_up, damping_down: factors (> 1 and in (0, 1)).
+        scaled: Marquardt's diagonal scaling.
+        max_iter: Jacobian evaluations at most.
+        tol: stop (``"tol"``) when every sample's relative cost decrease of an accepted step, or
+            its relative step ``|dp| / (|p| + tol)``, is below ``tol``; samples whose damping
+            exceeds 1e12 count as converged (no descent possible).
+        project: ``p -> p`` applied to every trial point (box constraints on parameters).
+        callback: ``callback(k, p, cost)`` after iteration ``k`` with per-sample costs
+            ``(B,)``; returning ``True`` stops.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`SolverResult` with ``history`` the total cost ``1/2 ||r||^2`` at the start and after
+        every iteration,
+        ``extra["cost"]`` the per-sample costs and ``extra["damping"]`` the final ``lambda``.
+    """
+    p = _check_start(p0, "p0")
+    if p.dim() != 2:
+        raise ValueError(f"p0: expected (B, P) parameters, got shape {tuple(p.shape)}")
+    check_nonneg(damping, "damping")
+    if damping_up <= 1:
+        raise ValueError(f"damping_up: must be > 1, got {damping_up}")
+    if not 0 < damping_down < 1:
+        raise ValueError(f"damping_down: must be in (0, 1), got {damping_down}")
+    check_positive_int(max_iter, "max_iter")
+    check_nonneg(tol, "tol")
+    if isinstance(jacobian, str):
+        mode = jacobian
+        check_option(mode, "jacobian", ("auto", "forward", "reverse"))
+
+        def jac(q):
+            return batched_jacobian(residual, q, mode)
+    elif callable(jacobian):
+        def jac(q):
+            with torch.no_grad():
+                return residual(q), jacobian(q)
+    else:
+        raise ValueError("jacobian: expected 'auto', 'forward', 'reverse' or a callable")
+
+    B, P = p.shape
+    lam = torch.full((B,), float(damping), dtype=p.dtype, device=p.device)
+    eye = torch.eye(P, dtype=p.dtype, device=p.device)
+    r, J = jac(p)
+    if J.shape != (B, r.shape[1], P):
+        raise ValueError(f"jacobian: expected shape {(B, r.shape[1], P)}, got {tuple(J.shape)}")
+    check_finite(r, "residual(p0)")
+    cost = 0.5 * r.square().sum(dim=1)
+    history = [float(cost.sum())]
+    done = torch.zeros(B, dtype=torch.bool, device=p.device)
+    reason = "max_iter"
+    bar = _progress(progress, max_iter, "levenberg-marquardt")
+    k = 0
+    with torch.no_grad():
+        while k < max_iter:
+            k += 1
+            JtJ = J.transpose(1, 2) @ J
+            g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+            D = torch.diagonal(JtJ, dim1=1, dim2=2).clamp(min=1e-12).diag_embed() if scaled else eye
+            A = JtJ + lam[:, None, None] * D + 1e-12 * eye
+            L, info = torch.linalg.cholesky_ex(A)
+            step = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
+            bad_chol = info != 0
+            if bool(bad_chol.any()):
+                step = torch.where(bad_chol[:, None], -torch.linalg.lstsq(A, g.unsqueeze(-1)).solution.squeeze(-1), step)
+            trial = p + step
+            if project is not None:
+                trial = project(trial)
+            r_trial = residual(trial)
+            cost_trial = 0.5 * r_trial.square().sum(dim=1)
+            ok = torch.isfinite(cost_trial) & (cost_trial < cost) & ~done
+            rel_dec = torch.where(ok, (cost - cost_trial) / cost.clamp(min=1e-300), torch.zeros_like(cost))
+            rel_step = step.norm(dim=1) / (p.norm(dim=1) + tol + 1e-300)
+            p = torch.where(ok[:, None], trial, p)
+            r = torch.where(ok[:, None], r_trial, r)
+            cost = torch.where(ok, cost_trial, cost)
+            lam = torch.where(ok, lam * damping_down, torch.where(done, lam, (lam * damping_up).clamp(min=1e-9)))
+            done = done | (ok & ((rel_dec <= tol) | (rel_step <= tol))) | (cost == 0) | (lam > 1e12)
+            history.append(float(cost.sum()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(cost=f"{history[-1]:.6g}")
+            if callback is not None and callback(k, p, cost) is True:
+                reason = "callback"
+                break
+            if bool(done.all()):
+                reason = "tol"
+                break
+            if bool(ok.any()):
+                r, J = jac(p)
+    if bar is not None:
+        bar.close()
+    return SolverResult(x=p, history=history, n_iter=k, stop_reason=reason,
+                        converged=reason in ("tol", "callback"), extra={"cost": cost, "damping": lam})
+
+
+def gauss_newton(residual: Callable[[Tensor], Tensor], p0: Tensor, **kwargs) -> SolverResult:
+    """Gauss-Newton for ``min_p 1/2 ||r(p)||^2``: :func:`levenberg_marquardt` with (almost) no damping.
+
+    Steps are undamped Gauss-Newton steps while they lower the cost; a step that does not is
+    retried with growing damping (so it cannot diverge). Arguments as
+    :func:`levenberg_marquardt` (``damping`` defaults to 1e-9).
+    """
+    kwargs.setdefault("damping", 1e-9)
+    return levenberg_marquardt(residual, p0, **kwargs)
