@@ -37,19 +37,19 @@ def soft_threshold(x: Tensor, thresh: float | Tensor) -> Tensor:
     Args:
         x: any shape, float.
         thresh: a number or a tensor broadcastable to ``x`` (e.g. per coordinate ``(B, 1)``),
-            all >= 0.
+            all >= 0. A tensor threshold (even a scalar one) is differentiable.
 
     Returns:
         Tensor of ``x``'s shape.
     """
     if isinstance(thresh, Tensor):
-        if thresh.numel() > 1:
-            check_broadcast(thresh, x.shape, "thresh", "x")
-            if bool((thresh < 0).any()):
-                raise ValueError("thresh: must be non-negative")
-            thresh = thresh.to(dtype=x.dtype, device=x.device)
-            return x - torch.clamp(x, -thresh, thresh)
-        thresh = float(thresh)
+        # Tensor thresholds stay tensors so that learned thresholds receive gradients; the sign
+        # check (a device sync) is skipped for those.
+        check_broadcast(thresh, x.shape, "thresh", "x")
+        if not thresh.requires_grad and bool((thresh < 0).any()):
+            raise ValueError("thresh: must be non-negative")
+        thresh = thresh.to(dtype=x.dtype, device=x.device)
+        return x - torch.clamp(x, -thresh, thresh)
     if not thresh >= 0:
         raise ValueError(f"thresh: must be a non-negative number, got {thresh!r}")
     return x - x.clamp(-thresh, thresh)

@@ -140,3 +140,13 @@ def test_bad_input_names_argument():
         project_fixed(x, torch.ones(3, 3, dtype=torch.bool), 0.0)
     with pytest.raises(ValueError, match="lower"):
         project_box(x, 1.0, 0.0)
+
+
+def test_soft_threshold_scalar_tensor_threshold_gets_gradient():
+    x = torch.tensor([-2.0, -0.3, 0.1, 1.5, 3.0])
+    t = torch.tensor(0.5, requires_grad=True)
+    y = soft_threshold(x, t)
+    torch.testing.assert_close(y, torch.tensor([-1.5, 0.0, 0.0, 1.0, 2.5]))
+    y.sum().backward()
+    # d/dt sum_i sign(x_i) (|x_i| - t)_+ = -sum of sign(x_i) over |x_i| > t = -(-1 + 1 + 1)
+    assert t.grad.item() == pytest.approx(-1.0)

@@ -1,0 +1,121 @@
+"""Batched Lasso on the energy core: ISTA / FISTA against scikit-learn, duality gap, warm starts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facerig.energy.prox import soft_threshold
+from facerig.sparse.lasso import (
+    alpha_max,
+    lasso_duality_gap,
+    lasso_objective,
+    lasso_solve,
+    sparse_encode,
+)
+
+sklearn = pytest.importorskip("sklearn")
+
+
+def _problem(n_atoms=30, n_features=20, n_samples=30, seed=0):
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((n_atoms, n_features))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    X = rng.standard_normal((n_samples, n_features))
+    return X, D
+
+
+def _obj(X, Y, D, alpha):
+    return lasso_objective(torch.as_tensor(X), torch.as_tensor(Y), torch.as_tensor(D), alpha).numpy()
+
+
+@pytest.mark.parametrize("algorithm", ["fista", "ista"])
+@pytest.mark.parametrize("alpha", [0.1, 0.4])
+def test_reaches_sklearn_sparse_encode_solution(algorithm, alpha):
+    from sklearn.decomposition import sparse_encode as sk_encode
+
+    X, D = _problem(n_atoms=30)
+    Y = sparse_encode(X, D, alpha, algorithm=algorithm, tol=1e-9, max_iter=50000)
+    Ysk = sk_encode(X, D, alpha=alpha, algorithm="lasso_lars")
+    p, psk = _obj(X, Y, D, alpha), _obj(X, Ysk, D, alpha)
+    # same problem and same optimum: objective within 1e-6 relative, and never worse
+    assert np.all(np.abs(p - psk) <= 1e-6 * psk)
+    np.testing.assert_allclose(Y, Ysk, atol=1e-3)
+
+
+def test_alpha_scaling_matches_linear_model_lasso():
+    """sklearn.linear_model.Lasso(alpha=a) on design Dᵀ solves our problem with α = a·n_features."""
+    from sklearn.linear_model import Lasso
+
+    X, D = _problem(n_samples=3, seed=1)
+    a = 0.01
+    Y = sparse_encode(X, D, a * D.shape[1], tol=1e-12, max_iter=100000)
+    for i in range(X.shape[0]):
+        ref = Lasso(alpha=a, fit_intercept=False, tol=1e-12, max_iter=100000).fit(D.T, X[i]).coef_
+        np.testing.assert_allclose(Y[i], ref, atol=1e-5)
+
+
+def test_duality_gap_bounds_objective_error():
+    X, D = _problem(seed=2)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    alpha = 0.2
+    star = lasso_solve(Xt, Dt, alpha, tol=1e-12, max_iter=100000)
+    assert star.converged and bool((star.gap <= 1e-12 * star.objective + 1e-15).all())
+    rough = lasso_solve(Xt, Dt, alpha, tol=0, max_iter=5)
+    gap, primal, dual = lasso_duality_gap(Xt, rough.codes, Dt, alpha)
+    # weak duality: dual <= P* <= primal, gap >= true suboptimality
+    assert bool((dual <= star.objective + 1e-12).all())
+    assert bool((primal - star.objective <= gap + 1e-12).all())
+    assert bool((gap > 0).all())
+
+
+def test_alpha_max_gives_zero_code():
+    X, D = _problem(seed=3)
+    amax = alpha_max(X, D)
+    Y = sparse_encode(X[:1], D, float(amax[0]) * 1.0001)
+    assert np.all(Y == 0)
+    Y = sparse_encode(X[:1], D, float(amax[0]) * 0.9)
+    assert np.any(Y != 0)
+
+
+def test_warm_start_and_objective_stop():
+    X, D = _problem(seed=4)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    cold = lasso_solve(Xt, Dt, 0.1, tol=1e-8, max_iter=20000)
+    # warm start from the solution of a nearby alpha needs fewer iterations
+    near = lasso_solve(Xt, Dt, 0.11, tol=1e-8, max_iter=20000)
+    warm = lasso_solve(Xt, Dt, 0.1, tol=1e-8, init=near.codes, max_iter=20000)
+    assert warm.converged and warm.n_iter < cold.n_iter
+    obj = lasso_solve(Xt, Dt, 0.1, tol=1e-9, stop="objective", max_iter=20000)
+    assert obj.converged and obj.stop_reason == "objective"
+    assert bool(((obj.objective - cold.objective) / cold.objective).abs().max() < 1e-5)
+
+
+def test_shrinking_gives_same_answer():
+    X, D = _problem(n_samples=64, seed=5)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    a = lasso_solve(Xt, Dt, 0.3, tol=1e-8, shrink=0.5, max_iter=20000)
+    b = lasso_solve(Xt, Dt, 0.3, tol=1e-8, shrink=0.0, max_iter=20000)
+    assert a.converged and b.converged
+    assert bool(((a.objective - b.objective).abs() <= 2e-8 * b.objective).all())
+
+
+def test_soft_threshold_is_l1_prox():
+    """The core's prox against brute force: argmin_y ½(y − v)² + t|y| on a fine grid."""
+    v = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    t = 0.7
+    grid = torch.linspace(-4, 4, 80001, dtype=torch.float64)
+    cost = 0.5 * (grid[None, :] - v[:, None]) ** 2 + t * grid.abs()[None, :]
+    brute = grid[cost.argmin(dim=1)]
+    torch.testing.assert_close(soft_threshold(v, t), brute, atol=2e-4, rtol=0)
+
+
+def test_float32_and_torch_in_torch_out():
+    X, D = _problem(seed=6)
+    Xt, Dt = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(D, dtype=torch.float32)
+    Y = sparse_encode(Xt, Dt, 0.2, tol=1e-5)
+    assert isinstance(Y, torch.Tensor) and Y.dtype == torch.float32 and Y.shape == (30, 30)
+    Y64 = sparse_encode(X, D, 0.2, tol=1e-10)
+    assert isinstance(Y64, np.ndarray) and Y64.dtype == np.float64
+    np.testing.assert_allclose(Y.numpy(), Y64, atol=2e-3)

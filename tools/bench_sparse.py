@@ -1,0 +1,404 @@
+"""Benchmarks of facerig.sparse: LISTA vs ISTA / FISTA / coordinate descent, ALISTA setting, scikit-learn.
+
+    .venv/bin/python tools/bench_sparse.py [--quick] [--out bench_out/sparse] [--threads N] [--parts 1,2,3]
+
+1. Gregor & LeCun (2010) setting: 10x10 patches of scikit-image photographs (mean removed, unit
+   norm), dictionaries of 100 and 400 atoms learned online on *other* photographs, alpha = 0.1.
+   Code prediction error ‖y − y*‖² / ‖y*‖² (means over held-out patches of the 'camera' and 'cat'
+   images) vs iterations for ISTA, FISTA, coordinate descent (scikit-learn's, one sweep per
+   iteration) and LISTA with 1..16 layers (one supervised network per depth); the table says how
+   many FISTA iterations each LISTA depth is worth.
+2. ALISTA setting (Liu et al. 2019): A = 250x500 Gaussian with unit columns (D = Aᵀ), codes
+   Bernoulli(0.1)-Gaussian, SNR ∞ and 40 dB, 16 layers, self-supervised, layer-wise training:
+   NMSE (dB) per layer of LISTA, LISTA-CP (support selection), ALISTA (support selection), ISTA, FISTA.
+3. scikit-learn in the same run: 10,000 patch codes, same problem and alpha, to a relative
+   objective gap of 1e-6 (float64): facerig FISTA (energy core, duality-gap stop, polishing) vs
+   sklearn.decomposition.sparse_encode lasso_cd / lasso_lars; and LISTA inference vs both at
+   matched code error.
+
+Prints markdown tables, writes plots (PNG) and results.json under --out. The learned
+dictionaries are cached there (dict_<n>.pt) and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from facerig.sparse.data import (  # noqa: E402
+    CODING_IMAGES,
+    DICTIONARY_IMAGES,
+    TEST_IMAGES,
+    bernoulli_gaussian_codes,
+    gaussian_dictionary,
+    natural_patches,
+)
+from facerig.sparse.dictionary import learn_dictionary  # noqa: E402
+from facerig.sparse.lasso import lasso_objective, lasso_solve  # noqa: E402
+from facerig.sparse.networks import LISTANet, lipschitz_constant  # noqa: E402
+from facerig.sparse.training import lasso_problem, train_lista  # noqa: E402
+
+ALPHA = 0.1
+
+
+def table(headers, rows) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def fmt(v, digits=3):
+    if isinstance(v, float):
+        if v == 0 or not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def save_atomic(path: Path, write) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# shared pieces
+# ------------------------------------------------------------------------------------------------
+
+def get_dictionary(n_atoms: int, out: Path, quick: bool) -> torch.Tensor:
+    path = out / f"dict_{n_atoms}{'_quick' if quick else ''}.pt"
+    if path.is_file():
+        return torch.load(path)
+    X = torch.from_numpy(natural_patches(20000 if quick else 50000, DICTIONARY_IMAGES, seed=0)).float()
+    t = time.perf_counter()
+    res = learn_dictionary(X, n_atoms, ALPHA, n_steps=100 if quick else 400, batch_size=256, seed=0)
+    print(f"  learned a {n_atoms}-atom dictionary in {time.perf_counter() - t:.1f} s "
+          f"(objective {res.history[0]:.4f} -> {np.mean(res.history[-20:]):.4f})")
+    save_atomic(path, lambda p: torch.save(res.dictionary, p))
+    return res.dictionary
+
+
+def rel_err(Y: torch.Tensor, Ystar: torch.Tensor) -> float:
+    """‖y − y*‖² / ‖y*‖², means over samples of numerator and denominator (G&L's error)."""
+    return float((Y - Ystar).pow(2).sum(dim=1).mean() / Ystar.pow(2).sum(dim=1).mean())
+
+
+def solver_curve(X, D, Ystar, algorithm: str, n_iter: int) -> list[float]:
+    """Code error after each of ``n_iter`` iterations of the core's ISTA / FISTA."""
+    from facerig.energy.prox import soft_threshold
+    from facerig.energy.solvers import fista, ista
+    from facerig.sparse.lasso import _gradient_fn
+
+    errs: list[float] = []
+    solver = fista if algorithm == "fista" else ista
+    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=_gradient_fn(X, D),
+           prox=lambda v, t: soft_threshold(v, t * ALPHA), step=1.0 / lipschitz_constant(D),
+           max_iter=n_iter, callback=lambda k, y, e: errs.append(rel_err(y, Ystar)),
+           history_every=n_iter + 1)
+    return errs
+
+
+def cd_curve(X, D, Ystar, sweeps: list[int]) -> list[float]:
+    from sklearn.decomposition import sparse_encode
+    from sklearn.exceptions import ConvergenceWarning
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for s in sweeps:
+            Y = sparse_encode(X.double().numpy(), D.double().numpy(), alpha=ALPHA, algorithm="lasso_cd",
+                              max_iter=s)
+            out.append(rel_err(torch.from_numpy(Y).float(), Ystar))
+    return out
+
+
+def iterations_to_reach(curve: list[float], target: float) -> str:
+    for k, e in enumerate(curve, 1):
+        if e <= target:
+            return str(k)
+    return f">{len(curve)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# part 1: Gregor & LeCun
+# ------------------------------------------------------------------------------------------------
+
+def part1(out: Path, quick: bool, results: dict) -> None:
+    print("\n## 1. Gregor & LeCun setting: 10x10 natural-image patches, alpha = 0.1\n")
+    n_train = 5000 if quick else 20000
+    n_test = 1000 if quick else 2000
+    depths = [1, 2, 5] if quick else [1, 2, 3, 5, 7, 10, 16]
+    steps = 300 if quick else 2000
+    max_it = 200 if quick else 1000
+    Xtr = torch.from_numpy(natural_patches(n_train, CODING_IMAGES, seed=1)).float()
+    Xte = torch.from_numpy(natural_patches(n_test, TEST_IMAGES, seed=2)).float()
+    res1 = {}
+    for n_atoms in (100, 400):
+        D = get_dictionary(n_atoms, out, quick)
+        Ystar = lasso_solve(Xte.double(), D.double(), ALPHA, tol=1e-9, max_iter=100000, polish=True).codes.float()
+        fista_c = solver_curve(Xte, D, Ystar, "fista", max_it)
+        ista_c = solver_curve(Xte, D, Ystar, "ista", max_it)
+        sweeps = [1, 2, 3, 5, 10, 20, 50] if quick else [1, 2, 3, 5, 10, 20, 50, 100, 200]
+        cd_c = cd_curve(Xte, D, Ystar, sweeps)
+        t = time.perf_counter()
+        problem = lasso_problem(D, ALPHA, data=Xtr, solver_tol=1e-4, solver_max_iter=20000)
+        t_targets = time.perf_counter() - t
+        rows = []
+        lista = {}
+        for K in depths:
+            net = LISTANet(D, K, ALPHA, "lista")
+            r = train_lista(net, problem, Xtr, mode="supervised", schedule="joint", steps=steps,
+                            batch_size=128, lr=1e-3, seed=K)
+            with torch.no_grad():
+                e = rel_err(net(Xte), Ystar)
+            lista[K] = {"error": e, "train_s": r.seconds}
+            rows.append([K, fmt(e), iterations_to_reach(fista_c, e), iterations_to_reach(ista_c, e),
+                         next((str(s) for s, c in zip(sweeps, cd_c) if c <= e), f">{sweeps[-1]}"),
+                         f"{r.seconds:.0f}"])
+        print(f"### {n_atoms} atoms (supervised targets for {n_train} patches: {t_targets:.0f} s)\n")
+        print(table(["LISTA layers", "code error", "FISTA its to match", "ISTA its to match",
+                     "CD sweeps to match", "train s"], rows))
+        checkpoints = [k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if k <= max_it]
+        print("\n" + table(["iterations"] + [str(k) for k in checkpoints],
+                           [["ISTA"] + [fmt(ista_c[k - 1]) for k in checkpoints],
+                            ["FISTA"] + [fmt(fista_c[k - 1]) for k in checkpoints]]))
+        print("\n" + table(["CD sweeps"] + [str(s) for s in sweeps], [["CD"] + [fmt(c) for c in cd_c]]) + "\n")
+        res1[n_atoms] = {"fista": fista_c, "ista": ista_c, "cd_sweeps": sweeps, "cd": cd_c, "lista": lista}
+    results["part1"] = res1
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, (n_atoms, r) in zip(axes, res1.items()):
+            its = np.arange(1, len(r["fista"]) + 1)
+            ax.loglog(its, r["ista"], label="ISTA")
+            ax.loglog(its, r["fista"], label="FISTA")
+            ax.loglog(r["cd_sweeps"], r["cd"], "s-", label="coordinate descent (sweeps)")
+            ks = sorted(r["lista"])
+            ax.loglog(ks, [r["lista"][k]["error"] for k in ks], "o-", label="LISTA (layers)")
+            ax.set_title(f"{n_atoms} atoms, alpha={ALPHA}")
+            ax.set_xlabel("iterations / layers")
+            ax.set_ylabel("‖y − y*‖² / ‖y*‖²")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        save_atomic(out / "part1_code_error.png", lambda p: fig.savefig(p, format="png", dpi=110))
+        plt.close(fig)
+    except ImportError:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------
+# part 2: ALISTA setting
+# ------------------------------------------------------------------------------------------------
+
+def nmse_db(Y: torch.Tensor, Ytrue: torch.Tensor) -> float:
+    return 10 * math.log10(float((Y - Ytrue).pow(2).sum(dim=1).mean() / Ytrue.pow(2).sum(dim=1).mean()))
+
+
+def part2(out: Path, quick: bool, results: dict) -> None:
+    print("\n## 2. ALISTA setting: A = 250x500 Gaussian, p = 0.1, 16 layers, self-supervised\n")
+    K = 16
+    D = gaussian_dictionary(500, 250, seed=0)  # A = D.T, unit columns
+    g = torch.Generator().manual_seed(7)
+    n_test = 1000
+    Ytest = bernoulli_gaussian_codes(n_test, 500, 0.1, g)
+    steps = 60 if quick else 300
+    lam = 0.1  # threshold unit; also the Lasso weight of the ISTA / FISTA baselines
+    res2 = {}
+    for snr in (math.inf, 40.0):
+        gen = torch.Generator().manual_seed(11)
+        Xclean = Ytest @ D
+        if math.isfinite(snr):
+            sigma = (Xclean.pow(2).mean() / 10 ** (snr / 10)).sqrt()
+            Xtest = Xclean + sigma * torch.randn(Xclean.shape, generator=gen)
+        else:
+            Xtest = Xclean
+        curves = {}
+        for algorithm in ("ista", "fista"):
+            curves[algorithm.upper()] = [nmse_db(Y, Ytest) for Y in _iterate(Xtest, D, lam, algorithm, K)]
+        timings = {}
+        for name, par, ss in (("LISTA", "lista", None), ("LISTA-CP", "cp", (1.2, 13.0)),
+                              ("ALISTA", "alista", (1.2, 13.0))):
+            if quick and name == "LISTA":
+                continue
+            net = LISTANet(D, K, lam, par, support_selection=ss)
+            problem = lasso_problem(D, lam, prior_p=0.1, snr_db=None if not math.isfinite(snr) else snr)
+            r = train_lista(net, problem, None, mode="self_supervised", schedule="progressive",
+                            steps=steps, batch_size=64, lr={"lista": 1e-3, "cp": 2e-3, "alista": 5e-3}[par],
+                            seed=3)
+            timings[name] = r.seconds
+            with torch.no_grad():
+                curves[name] = [nmse_db(Y, Ytest) for Y in net(Xtest, return_all=True)]
+        names = list(curves)
+        layers = [1, 2, 4, 8, 12, 16]
+        print(f"### SNR = {snr} dB (NMSE in dB per layer / iteration)\n")
+        print(table(["method"] + [str(k) for k in layers] + ["train s"],
+                    [[n] + [f"{curves[n][k - 1]:.1f}" for k in layers] + [f"{timings.get(n, 0):.0f}"]
+                     for n in names]) + "\n")
+        res2[str(snr)] = {"curves": curves, "train_s": timings}
+    results["part2"] = res2
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, (snr, r) in zip(axes, res2.items()):
+            for n, c in r["curves"].items():
+                ax.plot(range(1, len(c) + 1), c, "o-" if n not in ("ISTA", "FISTA") else "-", label=n)
+            ax.set_title(f"SNR = {snr} dB")
+            ax.set_xlabel("layer / iteration")
+            ax.set_ylabel("NMSE (dB)")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        save_atomic(out / "part2_alista_nmse.png", lambda p: fig.savefig(p, format="png", dpi=110))
+        plt.close(fig)
+    except ImportError:
+        pass
+
+
+def _iterate(X, D, lam, algorithm, K):
+    from facerig.energy.prox import soft_threshold
+    from facerig.energy.solvers import fista, ista
+    from facerig.sparse.lasso import _gradient_fn
+
+    outs = []
+    solver = fista if algorithm == "fista" else ista
+    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=_gradient_fn(X, D),
+           prox=lambda v, t: soft_threshold(v, t * lam), step=1.0 / lipschitz_constant(D),
+           max_iter=K, callback=lambda k, y, e: outs.append(y.clone()), history_every=K + 1)
+    return outs
+
+
+# ------------------------------------------------------------------------------------------------
+# part 3: against scikit-learn
+# ------------------------------------------------------------------------------------------------
+
+N_CODES: int | None = None  # --codes
+
+
+def part3(out: Path, quick: bool, results: dict) -> None:
+    from sklearn.decomposition import sparse_encode as sk_encode
+    from sklearn.exceptions import ConvergenceWarning
+
+    n = N_CODES or (2000 if quick else 10000)
+    print(f"\n## 3. Against scikit-learn: {n} patch codes, alpha = {ALPHA}, relative objective gap 1e-6 "
+          f"(float64, {torch.get_num_threads()} torch thread(s))\n")
+    X = torch.from_numpy(natural_patches(n, TEST_IMAGES, seed=3))
+    res3 = {}
+    for n_atoms in ((100,) if quick else (100, 400)):
+        D = get_dictionary(n_atoms, out, quick).double()
+        Xn, Dn = X.numpy(), D.numpy()
+        runs = {}
+
+        def timed(name, fn):
+            t = time.perf_counter()
+            Y = fn()
+            runs[name] = (time.perf_counter() - t, torch.as_tensor(Y))
+
+        timed("facerig FISTA (gap 1e-6, polish)",
+              lambda: lasso_solve(X, D, ALPHA, tol=1e-6, max_iter=100000, polish=True).codes)
+        if not quick:
+            timed("facerig FISTA (gap 1e-6, no polish)",
+                  lambda: lasso_solve(X, D, ALPHA, tol=1e-6, max_iter=100000, polish=False).codes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            timed("sklearn lasso_cd", lambda: sk_encode(Xn, Dn, alpha=ALPHA, algorithm="lasso_cd", max_iter=10000))
+            timed("sklearn lasso_lars", lambda: sk_encode(Xn, Dn, alpha=ALPHA, algorithm="lasso_lars"))
+        # reference optimum: the best objective any method reached, tightened by a long FISTA run
+        ref = lasso_solve(X, D, ALPHA, tol=1e-12, max_iter=200000, polish=True)
+        objs = {k: lasso_objective(X, Y, D, ALPHA) for k, (_, Y) in runs.items()}
+        pstar = torch.minimum(ref.objective, torch.stack(list(objs.values())).amin(dim=0))
+        base = runs["sklearn lasso_cd"][0]
+        rows = []
+        for k, (sec, Y) in runs.items():
+            gap = ((objs[k] - pstar) / pstar)
+            rows.append([k, f"{sec:.2f}", f"{base / sec:.2f}x", f"{float(gap.mean()):.1e}",
+                         f"{float(gap.max()):.1e}"])
+        # LISTA inference at matched error (a 5-layer net trained on other images)
+        Ystar = ref.codes
+        Xtr = torch.from_numpy(natural_patches(2000 if quick else 20000, CODING_IMAGES, seed=1)).float()
+        net = LISTANet(D.float(), 5, ALPHA, "lista")
+        problem = lasso_problem(D.float(), ALPHA, data=Xtr, solver_tol=1e-4)
+        train_lista(net, problem, Xtr, mode="supervised", steps=300 if quick else 2000, batch_size=128, lr=1e-3)
+        Xf = X.float()
+        with torch.no_grad():
+            net(Xf[:10])
+            t = time.perf_counter()
+            Yl = net(Xf)
+            t_lista = time.perf_counter() - t
+        e_lista = rel_err(Yl.double(), Ystar)
+        matched = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for name, algo, key in (("sklearn lasso_cd", "lasso_cd", "max_iter"),
+                                    ("sklearn lasso_lars", "lasso_lars", "max_iter")):
+                for it in (1, 2, 3, 5, 8, 12, 20, 30, 50, 100, 200, 500):
+                    t = time.perf_counter()
+                    Y = sk_encode(Xn, Dn, alpha=ALPHA, algorithm=algo, **{key: it})
+                    sec = time.perf_counter() - t
+                    e = rel_err(torch.from_numpy(Y), Ystar)
+                    if e <= e_lista:
+                        matched.append([name + f" ({key}={it})", f"{sec:.3f}", fmt(e), f"{sec / t_lista:.1f}x"])
+                        break
+                else:
+                    matched.append([name, "-", "never reached", "-"])
+        print(f"### {n_atoms} atoms\n")
+        print(table(["method", "seconds", "speed-up vs lasso_cd", "mean rel. gap", "max rel. gap"], rows) + "\n")
+        print(table(["at matched code error", "seconds", "code error", "LISTA speed-up"],
+                    [["facerig LISTA, 5 layers (float32)", f"{t_lista:.3f}", fmt(e_lista), "1x"]] + matched) + "\n")
+        res3[n_atoms] = {"rows": rows, "matched": matched}
+    results["part3"] = res3
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="bench_out/sparse", help="folder for plots, results.json, cached dictionaries")
+    ap.add_argument("--quick", action="store_true", help="small sizes and few training steps (a smoke run)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    ap.add_argument("--parts", default="1,2,3", help="comma-separated parts to run")
+    ap.add_argument("--codes", type=int, default=None, help="patch codes of part 3 (default 10000; 2000 quick)")
+    args = ap.parse_args(argv)
+    global N_CODES
+    N_CODES = args.codes
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    parts = {int(p) for p in args.parts.split(",") if p.strip()}
+    print(f"# bench_sparse ({'quick' if args.quick else 'full'}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs)")
+    results: dict = {}
+    t0 = time.perf_counter()
+    for p, fn in ((1, part1), (2, part2), (3, part3)):
+        if p in parts:
+            t = time.perf_counter()
+            fn(out, args.quick, results)
+            print(f"(part {p}: {time.perf_counter() - t:.0f} s)")
+    results["seconds"] = time.perf_counter() - t0
+    save_atomic(out / "results.json", lambda p: p.write_text(json.dumps(results, indent=1, default=str)))
+    print(f"\ntotal {results['seconds']:.0f} s; plots and results.json in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
