@@ -18,3 +18,20 @@ Conventions used everywhere
 """
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "fit_image": "facerig.face",
+    "fit_frames": "facerig.face",
+    "load_model": "facerig.model",
+}
+
+
+def __getattr__(name):  # lazy re-exports keep ``import facerig`` fast
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'facerig' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

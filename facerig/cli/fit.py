@@ -1,0 +1,191 @@
+"""``facerig fit``: reconstruct faces from photos by analysis-by-synthesis fitting.
+
+    facerig fit -o out/fit                         # the shipped sample, scikit-image's astronaut()
+    facerig fit photo.jpg -o out/fit               # one photo  -> out/fit/photo/
+    facerig fit photos/ more.png -o out/fit        # a batch: folders are scanned for images
+
+Per input, ``OUT/<stem>/`` receives ``mesh.obj`` (or ``mesh.glb``; model frame, cm, albedo vertex
+colours), ``overlay.png`` (the fitted face rendered over the photo), ``landmarks.png`` (detected
+landmarks in green, the fitted model's in red) and ``code.json`` (graphic code, model name,
+camera, landmarks68, detected landmarks, energies, errors, timings).
+
+Exit status: 0 when every input was fitted; for a single input, 2 when it has no face or cannot
+be read; for a batch, 1 when some inputs failed (they are reported and skipped), 2 when all did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit", help="reconstruct 3D faces from photos (landmarks + photometric fitting)",
+        description="Fit the face model to photos: pose from landmarks, identity and expression by "
+                    "Levenberg-Marquardt, then photometric refinement with albedo and SH light. "
+                    "With no input, fits the shipped sample (scikit-image's astronaut(), public domain).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 all fitted; 2 single input without a face / unreadable; 1 batch with "
+               "some failures; 2 batch where every input failed.")
+    p.add_argument("inputs", nargs="*", metavar="PHOTO|FOLDER",
+                   help="image files or folders of images (default: the astronaut sample)")
+    p.add_argument("-o", "--out", default="out/fit", help="output folder (default: out/fit)")
+    p.add_argument("--model", default="default", help="face model: 'default' or a model path (see 'facerig model')")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="photometric iterations (default: 40; 0 = landmark-only fit)")
+    p.add_argument("--all-faces", action="store_true", help="fit every face, not only the largest "
+                                                           "(outputs OUT/<stem>_face<k>/)")
+    p.add_argument("--landmarks", choices=("dense", "sparse"), default="dense",
+                   help="fit the 468 Face Mesh points (dense, default) or the iBUG-68 subset (sparse)")
+    p.add_argument("--format", choices=("obj", "glb", "ply"), default="obj", help="mesh format (default obj)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the fitting's tensors are small, and several threads "
+                        "run many times slower when the cores are busy; 0 = torch's default)")
+    p.set_defaults(func=run)
+
+
+def _collect(inputs) -> list[Path]:
+    from facerig.cli import UserError
+
+    files = []
+    for s in inputs:
+        path = Path(s)
+        if path.is_dir():
+            found = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                print(f"facerig fit: warning: no images in folder {path}", file=sys.stderr)
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    return files
+
+
+def _unique_stems(paths) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = p.stem if isinstance(p, Path) else str(p)
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out.append(stem if n == 0 else f"{stem}_{n + 1}")
+    return out
+
+
+def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
+    """Write mesh, overlay.png, landmarks.png and code.json of a :class:`facerig.face.FaceFit` (atomically)."""
+    import cv2
+    import torch
+
+    from facerig.io import atomic_write, write_image
+    from facerig.landmarks import as_rgb_uint8, draw_landmarks
+    from facerig.model import export_mesh
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = as_rgb_uint8(image)
+    dec = fit.decoder
+    with torch.no_grad():
+        shape = dec.model.shape(fit.code.identity, fit.code.expression)[0].cpu()
+        colors = dec.model.albedo(fit.code.albedo)[0].clamp(0, 1).cpu()
+    mesh = folder / f"mesh.{mesh_format}"
+    export_mesh(mesh, shape.numpy(), dec.model.faces.cpu().numpy(), colors=colors.numpy())
+
+    write_image(folder / "overlay.png", fit.render(rgb, alpha=0.75))
+    scale = min(1.0, 1024 / max(rgb.shape[:2]))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
+                                                interpolation=cv2.INTER_AREA)
+    r = max(1.5, min(small.shape[:2]) / 200)
+    pic = draw_landmarks(small, fit.detected68 * scale, color=(0, 255, 0), radius=r)
+    pic = draw_landmarks(pic, fit.landmarks68 * scale, color=(255, 0, 0), radius=r * 0.7)
+    write_image(folder / "landmarks.png", pic)
+    data = fit.to_dict()
+    data["mesh"] = {"file": mesh.name, "frame": "model frame (x subject's left, y up, z toward the viewer), cm",
+                    "colors": "albedo"}
+    atomic_write(folder / "code.json", json.dumps(data, indent=1))
+    return data
+
+
+def run(args) -> int:
+    import torch
+
+    from facerig.cli import UserError
+    from facerig.face import FaceDecoder, NoFaceError, fit_faces, fit_image
+    from facerig.landmarks import ImageReadError
+    from facerig.model import ModelFileError
+
+    if args.threads is not None and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.iterations is not None and args.iterations < 0:
+        raise UserError("--iterations must be >= 0")
+    try:
+        dec = FaceDecoder(args.model, device=args.device)
+    except (ModelFileError, RuntimeError) as err:
+        raise UserError(str(err)) from None
+    if args.inputs:
+        paths = _collect(args.inputs)
+        if not paths:
+            raise UserError("no images to fit")
+        single = len(args.inputs) == 1 and len(paths) == 1 and not Path(args.inputs[0]).is_dir()
+        items = list(zip(_unique_stems(paths), paths))
+    else:
+        from skimage.data import astronaut
+        single = True
+        items = [("astronaut", astronaut())]
+        print("fitting the sample image: scikit-image's astronaut() (public domain)")
+    from facerig.face import FitOptions
+    opts = FitOptions(landmarks=args.landmarks)
+    out = Path(args.out)
+    failures, done = [], []
+    bar = None
+    if len(items) > 1:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(items), desc="facerig fit", unit="image")
+    for stem, src in items:
+        label = str(src) if isinstance(src, Path) else stem
+        try:
+            image = src
+            if isinstance(src, Path):
+                from facerig.landmarks import load_image
+                image = load_image(src)
+            t0 = time.perf_counter()
+            if args.all_faces:
+                fits = fit_faces(image, dec, options=opts, iterations=args.iterations)
+                names = [f"{stem}_face{k}" for k in range(len(fits))]
+            else:
+                fits = [fit_image(image, dec, options=opts, iterations=args.iterations)]
+                names = [stem]
+            for fit, name in zip(fits, names):
+                write_outputs(fit, image, out / name, args.format)
+                msg = (f"{label}: fitted in {time.perf_counter() - t0:.2f} s; landmark error "
+                       f"{fit.landmark_error_px:.2f} px (68 points), "
+                       f"{fit.landmark_error_dense_px:.2f} px (468)" if fit.landmark_error_dense_px is not None else
+                       f"{label}: fitted in {time.perf_counter() - t0:.2f} s; landmark error "
+                       f"{fit.landmark_error_px:.2f} px (68 points)")
+                (bar.write if bar else print)(f"{msg} -> {out / name}")
+            done.append(label)
+        except (NoFaceError, ImageReadError) as err:
+            msg = f"no face found in {label}" if isinstance(err, NoFaceError) else str(err)
+            if single:
+                raise UserError(msg) from None
+            failures.append((label, msg))
+            (bar.write if bar else print)(f"skipped: {msg}", file=sys.stderr)
+        finally:
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if len(items) > 1 or failures:
+        print(f"summary: {len(done)} fitted, {len(failures)} failed, {len(items)} inputs; outputs in {out}")
+        for label, err in failures:
+            print(f"  failed: {err}" if label in err else f"  failed: {label}: {err}")
+    if failures:
+        return 2 if not done else 1
+    return 0

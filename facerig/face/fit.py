@@ -1,0 +1,808 @@
+"""Analysis-by-synthesis fitting of the face model to a photo (or to several frames), coarse to fine.
+
+Pipeline of :func:`fit_image` (all stages minimise the face energy of :mod:`facerig.face.energy`
+with the core solvers of :mod:`facerig.energy.solvers`):
+
+0. **Landmarks** (:func:`facerig.landmarks.detect_landmarks`, 468 Face Mesh points) and a square
+   working crop around them (:func:`facerig.landmarks.square_crop`, ``crop_size`` pixels); the
+   crop keeps the photo's camera: same focal (times the crop scale) and the photo's centre as the
+   principal point, mapped into the crop, so every result maps back exactly.
+1. **Pose and camera** from the landmarks: PnP (``cv2.solvePnP``) of the mean face's landmark
+   vertices, then Gauss-Newton / Levenberg-Marquardt on the robust landmark energy (rotation,
+   translation). The focal length is fixed (``focal`` or ``focal_factor x max(H, W)``): landmarks
+   alone barely constrain it.
+2. **Identity + expression** from the landmarks: Levenberg-Marquardt on landmarks + Gaussian
+   priors (whitened coefficients), with the jaw / face-oval correspondences re-chosen on the
+   silhouette between rounds (:func:`facerig.face.energy.contour_correspondence`).
+3. **Photometric refinement** of everything (identity, expression, albedo, pose, SH light):
+   closed-form least-squares initialisation of SH light and albedo on the visible skin
+   vertices, then Adam on photometric + landmarks + priors, rendered at the crop's resolution.
+
+:func:`fit_frames` does the same for N frames of one person: one identity and one albedo shared by
+all frames, per-frame expression, pose and light, and temporal smoothness terms.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facerig.energy.solvers import levenberg_marquardt, minimize_adam, minimize_lbfgs
+from facerig.face.decoder import FaceDecoder
+from facerig.face.energy import (FaceObservation, contour_correspondence, contour_normals, face_energy,
+                                 stacked_residuals)
+from facerig.model import DEFAULT_FOCAL_FACTOR, FaceModel, GraphicCode
+
+__all__ = ["FaceFit", "MultiFrameFit", "NoFaceError", "FitOptions", "fit_image", "fit_faces", "fit_frames",
+           "fit_observations"]
+
+_PARTS = ("identity", "expression", "albedo", "rotation", "translation", "focal", "sh")
+# Jacobians of the landmark residuals by forward-mode autograd (torch.func.jacfwd, one tangent per
+# free parameter): about 2x faster than reverse mode here. The first call in a process pays a
+# one-time torch.func set-up of a few seconds.
+JACOBIAN_MODE = "forward"
+
+
+class NoFaceError(ValueError):
+    """No face was found in the image (the message names the image when known)."""
+
+
+@dataclass
+class FitOptions:
+    """Settings of the fitter (defaults tuned on ``tools/bench_fit.py``).
+
+    Attributes:
+        landmarks: "dense" (468 Face Mesh points; needs a Face Mesh topology model) or "sparse" (iBUG-68).
+        crop_size: side of the working crop in pixels (landmark and photometric stages).
+        margin: crop margin around the landmarks' box (fraction of its longer side).
+        focal_factor: focal length = ``focal_factor x max(H, W)`` pixels when ``focal`` is not given.
+        pose_iterations, shape_rounds, shape_iterations: LM iterations of stage 1, rounds x
+            iterations of stage 2.
+        photo_iterations: Adam iterations of stage 3 (0 = landmark-only fit).
+        photo_lr: Adam learning rate (whitened coefficients); photo_shape_lr: its factor for
+            identity and expression (pose and light use fixed smaller factors).
+        sigma: landmark noise in crop pixels; delta: Huber threshold (in sigmas).
+        contour_weight: weight of the jaw / face-oval landmarks (the others have 1).
+        w_identity, w_expression: prior weights of stage 2 (strong: detector landmarks carry
+            biases of several pixels); w_identity_photo, w_expression_photo, w_albedo,
+            w_landmarks_photo, w_photometric: weights of stage 3 (the photometric term decides);
+        w_temporal: temporal smoothness weight (multi-frame).
+        fit_identity_modes: number of leading identity modes left free (the rest stay 0).
+    """
+
+    landmarks: str = "dense"
+    crop_size: int = 160
+    margin: float = 0.2
+    focal_factor: float = DEFAULT_FOCAL_FACTOR
+    pose_iterations: int = 10
+    shape_rounds: int = 3
+    shape_iterations: int = 6
+    photo_iterations: int = 40
+    photo_lr: float = 0.03
+    photo_shape_lr: float = 1.0
+    sigma: float = 2.0
+    delta: float = 3.0
+    contour_weight: float = 0.5
+    w_identity: float = 20.0
+    w_expression: float = 20.0
+    w_albedo: float = 1.0
+    w_photometric: float = 20000.0
+    w_landmarks_photo: float = 0.2
+    w_identity_photo: float = 1.0
+    w_expression_photo: float = 2.0
+    w_temporal: float = 10.0
+    fit_identity_modes: int = 80
+
+    def __post_init__(self):
+        if self.landmarks not in ("dense", "sparse"):
+            raise ValueError(f"landmarks: expected 'dense' or 'sparse', got {self.landmarks!r}")
+        if int(self.crop_size) < 32:
+            raise ValueError(f"crop_size: expected >= 32 pixels, got {self.crop_size!r}")
+        for name in ("pose_iterations", "shape_rounds", "shape_iterations", "photo_iterations"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+
+
+@dataclass
+class FaceFit:
+    """The result of fitting one face in one image.
+
+    All pixel quantities are in the INPUT image's pixels (x right, y down, pixel centre of column
+    j at j + 0.5); the camera is OpenCV pinhole with focal ``code.focal`` and the principal
+    point at the image centre.
+
+    Attributes:
+        code: :class:`~facerig.model.GraphicCode` (batch 1): identity, expression, albedo, pose
+            (camera frame), focal (input pixels), SH light (renderer basis, see
+            :mod:`facerig.face.decoder`).
+        vertices: (V, 3) camera-frame vertices, cm.
+        energies: per-term energy values at the solution (weighted, as minimised) and "total".
+        landmark_error_px: mean 2D distance (input pixels) between the fitted model's iBUG-68
+            landmarks and the detected ones.
+        landmark_error_dense_px: the same over all 468 Face Mesh points (None in sparse mode /
+            for models without the Face Mesh map).
+        landmarks68: (68, 2) the fitted model's iBUG-68 landmarks projected into the input image.
+        detected: (N, 2) the detected landmarks (468 Face Mesh points, or 68).
+        detected68: (68, 2) the iBUG-68 subset of the detections.
+        image_size: (H, W) of the input image.
+        model_name: the face model's name.
+        timings: seconds per stage ("detect", "pose", "shape", "photometric", "total").
+        stages: camera-frame vertices (V, 3) after each stage ("pose", "landmarks", "photometric").
+        crop_box: (4,) the working crop's window in input pixels.
+    """
+
+    code: GraphicCode
+    vertices: Tensor
+    energies: dict
+    landmark_error_px: float
+    landmark_error_dense_px: float | None
+    landmarks68: np.ndarray
+    detected: np.ndarray
+    detected68: np.ndarray
+    image_size: tuple
+    model_name: str
+    timings: dict
+    stages: dict = field(default_factory=dict)
+    crop_box: np.ndarray | None = None
+    decoder: FaceDecoder | None = field(default=None, repr=False)
+
+    @property
+    def principal_point(self) -> tuple:
+        """``(cx, cy)`` = the input image's centre, pixels."""
+        H, W = self.image_size
+        return (W / 2.0, H / 2.0)
+
+    def camera_dict(self) -> dict:
+        """JSON-ready camera: OpenCV intrinsics K, image size, convention."""
+        f = float(self.code.focal.reshape(-1)[0])
+        cx, cy = self.principal_point
+        return {"model": "opencv-pinhole", "K": [[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]],
+                "image_size": [int(self.image_size[0]), int(self.image_size[1])],
+                "convention": "x right, y down, z forward; X_cam = R(rotation) @ diag(1,-1,-1) @ X_model + "
+                              "translation (cm); pixel (row i, col j) centre at (j+0.5, i+0.5)"}
+
+    def to_dict(self, decimals: int = 5) -> dict:
+        """JSON-ready dict: code parts, model name, camera, landmarks, energies, errors, timings."""
+        def r(a):
+            return np.round(np.asarray(a, dtype=np.float64), decimals).tolist()
+
+        c = self.code
+        return {
+            "model": self.model_name,
+            "image_size": [int(v) for v in self.image_size],
+            "camera": self.camera_dict(),
+            "code": {"identity": r(c.identity[0].detach().cpu()), "expression": r(c.expression[0].detach().cpu()),
+                     "albedo": r(c.albedo[0].detach().cpu()), "rotation_axis_angle": r(c.rotation[0].detach().cpu()),
+                     "translation_cm": r(c.translation[0].detach().cpu()), "focal_px": float(c.focal.reshape(-1)[0]),
+                     "sh": r(c.sh[0].detach().cpu())},
+            "expression_names": list(self.decoder.model.expression_names) if self.decoder is not None else None,
+            "landmarks68": r(self.landmarks68),
+            "detected_landmarks": r(self.detected),
+            "detected_landmarks68": r(self.detected68),
+            "landmark_error_px": float(self.landmark_error_px),
+            "landmark_error_dense_px": None if self.landmark_error_dense_px is None else float(self.landmark_error_dense_px),
+            "energies": {k: float(v) for k, v in self.energies.items()},
+            "timings_s": {k: round(float(v), 4) for k, v in self.timings.items()},
+            "crop_box": None if self.crop_box is None else r(self.crop_box),
+        }
+
+    def render(self, image=None, max_side: int = 1024, alpha: float = 1.0) -> np.ndarray:
+        """The fitted face rendered over ``image`` (or black), (H', W', 3) uint8 RGB.
+
+        Rendered at the input resolution, or scaled so the longer side is at most ``max_side``.
+        ``alpha`` blends the render with the photo (1 = opaque face).
+        """
+        H, W = self.image_size
+        s = min(1.0, max_side / max(H, W))
+        h, w = max(1, round(H * s)), max(1, round(W * s))
+        sx = w / W
+        dec = self.decoder
+        code = self.code.clone()
+        with torch.no_grad():
+            # scaling the image scales focal and principal point (square pixels: use sx ~ sy)
+            code.focal = code.focal * sx
+            out = dec(code, (h, w), torch.tensor([[w / 2.0, h / 2.0]], dtype=code.focal.dtype), antialias_edges=True)
+        rgb = out.image[0].clamp(0, 1).cpu().numpy()
+        a = out.alpha[0].cpu().numpy() * alpha
+        if image is not None:
+            from facerig.landmarks import as_rgb_uint8
+            photo = as_rgb_uint8(image)
+            if photo.shape[:2] != (h, w):
+                import cv2
+                photo = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+            bg = photo.astype(np.float32) / 255.0
+        else:
+            bg = np.zeros_like(rgb)
+        return (np.clip(a * rgb + (1 - a) * bg, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+@dataclass
+class MultiFrameFit:
+    """Result of :func:`fit_frames`: one identity and albedo, per-frame everything else.
+
+    Attributes:
+        frames: one :class:`FaceFit` per input frame (their codes share identity and albedo).
+        identity: (K_id,) shared identity coefficients; albedo: (K_alb,) shared albedo.
+        energies: per-term energies summed over the frames, and "total".
+        timings: seconds per stage.
+    """
+
+    frames: list
+    identity: Tensor
+    albedo: Tensor
+    energies: dict
+    timings: dict
+
+
+# ------------------------------------------------------------------------------------------ helpers
+class _Packer:
+    """Free parameters p <-> code vectors y.
+
+    ``y[part] = p[part] * scale[part]`` for free parts (whitened coordinates), the base code's
+    values for fixed parts. Shared parts (multi-frame) have one copy in ``p`` (batch 1) expanded
+    over the N frames; per-frame parts are stored frame after frame.
+    """
+
+    def __init__(self, base: Tensor, sizes: dict, scales: dict, shared=(), joint: bool = False):
+        self.base, self.sizes, self.scales = base.detach(), sizes, scales
+        self.sl = GraphicCode.slices(sizes)
+        self.free = [p for p in _PARTS if p in scales]
+        self.shared = set(shared) if joint else set()
+        self.joint = joint
+        self.N = base.shape[0]
+        layout, start = {}, 0
+        for part in self.free:
+            k = self.sl[part].stop - self.sl[part].start
+            n = k if (not joint or part in self.shared) else k * self.N
+            layout[part] = (slice(start, start + n), k)
+            start += n
+        self.layout, self.P = layout, start
+
+    def unpack(self, p: Tensor) -> Tensor:
+        pieces = []
+        for part in _PARTS:
+            if part not in self.layout:
+                pieces.append(self.base[:, self.sl[part]].to(p.dtype))
+                continue
+            sl, k = self.layout[part]
+            v = p[:, sl]
+            if self.joint:
+                v = v.expand(self.N, k) if part in self.shared else v.reshape(self.N, k)
+            pieces.append(v * self.scales[part].to(p))
+        return torch.cat(pieces, 1)
+
+    def pack(self, y: Tensor) -> Tensor:
+        pieces = []
+        for part in self.free:
+            s = self.scales[part].to(y)
+            v = torch.where(s > 0, y[:, self.sl[part]] / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
+            if self.joint:
+                v = v.mean(0, keepdim=True) if part in self.shared else v.reshape(1, -1)
+            pieces.append(v)
+        return torch.cat(pieces, 1).detach()
+
+
+def _scales(dec: FaceDecoder, parts, n_identity: int | None = None) -> dict:
+    m = dec.model
+    dt, dev = m.dtype, m.device
+    out = {}
+    for p in parts:
+        if p == "identity":
+            s = m.identity_std.clone()
+            if n_identity is not None and n_identity < s.numel():
+                s[n_identity:] = 0.0  # frozen modes: y = p * 0
+            out[p] = s
+        elif p == "expression":
+            out[p] = m.expression_std.clone()
+        elif p == "albedo":
+            out[p] = m.albedo_std.clone()
+        elif p == "rotation":
+            out[p] = torch.ones(3, dtype=dt, device=dev)
+        elif p == "translation":
+            out[p] = torch.full((3,), 10.0, dtype=dt, device=dev)
+        elif p == "sh":
+            out[p] = torch.ones(27, dtype=dt, device=dev)
+        else:
+            raise ValueError(p)
+    return out
+
+
+def _pnp(obj: np.ndarray, img: np.ndarray, f: float, pp: np.ndarray):
+    """(rvec (3,), tvec (3,)) of the OpenCV camera seeing object points obj (N,3) at img (N,2)."""
+    import cv2
+
+    K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]], dtype=np.float64)
+    ok, rvec, tvec = cv2.solvePnP(obj.astype(np.float64), img.astype(np.float64), K, None,
+                                  flags=cv2.SOLVEPNP_EPNP)
+    if ok:
+        ok, rvec, tvec = cv2.solvePnP(obj.astype(np.float64), img.astype(np.float64), K, None, rvec, tvec,
+                                      useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok or not np.all(np.isfinite(tvec)) or tvec[2, 0] <= 0:
+        # fall back: frontal face at the depth that matches the landmark spread
+        spread_img = np.linalg.norm(img - img.mean(0), axis=1).mean()
+        spread_obj = np.linalg.norm(obj[:, :2] - obj[:, :2].mean(0), axis=1).mean()
+        z = f * spread_obj / max(spread_img, 1e-6)
+        c = (img.mean(0) - pp) * z / f
+        return np.zeros(3), np.array([c[0], c[1], z]) - obj.mean(0)
+    return rvec.reshape(3), tvec.reshape(3)
+
+
+def _residual_fn(energy, obs, packer):
+    def r(p):
+        return stacked_residuals(energy, obs, packer.unpack(p))
+    return r
+
+
+def _update_contour(dec: FaceDecoder, obs: FaceObservation, y: Tensor, own_ids: Tensor) -> None:
+    """Re-choose the model vertices of the contour landmarks on the current silhouette (in place)."""
+    if obs.contour.numel() == 0:
+        return
+    with torch.no_grad():
+        code = dec.as_code(y)
+        verts = dec.vertices(code)
+        pix = dec.project(verts, code.focal, obs.image_size, obs.principal_point)
+        c = obs.contour.to(y.device)
+        ids = contour_correspondence(pix, verts, dec.faces, obs.landmarks[:, c].to(pix.dtype), own_ids[c],
+                                     max_dist=0.1 * obs.image_size[0])
+        obs.vertex_ids = obs.vertex_ids.clone()
+        obs.vertex_ids[:, c] = ids
+
+
+def _lm(energy, obs, packer, y, iters):
+    if iters <= 0:
+        return y
+    res = levenberg_marquardt(_residual_fn(energy, obs, packer), packer.pack(y), max_iter=iters, damping=1e-3,
+                              tol=1e-7, jacobian=JACOBIAN_MODE)
+    return packer.unpack(res.x).detach()
+
+
+def _sample_image(image: Tensor, pts: Tensor) -> Tensor:
+    """Bilinear samples (B, N, 3) of images (B, H, W, 3) at pixel points (B, N, 2) (centre convention)."""
+    B, H, W, _ = image.shape
+    g = torch.stack([pts[..., 0] / W * 2 - 1, pts[..., 1] / H * 2 - 1], -1)[:, :, None]
+    s = torch.nn.functional.grid_sample(image.permute(0, 3, 1, 2), g.to(image.dtype), align_corners=False,
+                                        padding_mode="border")
+    return s[..., 0].permute(0, 2, 1)
+
+
+@torch.no_grad()
+def _init_light_albedo(dec: FaceDecoder, obs: FaceObservation, y: Tensor, shared_albedo: bool = False) -> Tensor:
+    """Closed-form SH light and albedo on the visible skin vertices (alternating linear least squares)."""
+    from facerig.render import rasterize, sh_basis, vertex_normals
+
+    m = dec.model
+    code = dec.as_code(y).clone()
+    B = code.batch_size
+    verts = dec.vertices(code)
+    pix = dec.project(verts, code.focal, obs.image_size, obs.principal_point)
+    faces = dec.faces.to(verts.device)
+    frags = rasterize(pix, faces, obs.image_size)
+    vis = torch.zeros(B, m.n_vertices, dtype=torch.bool, device=verts.device)
+    for b in range(B):
+        f = frags.pix_to_face[b]
+        vis[b, faces[torch.unique(f[f >= 0])].reshape(-1)] = True
+    skin = dec.skin_weight.to(verts) > 0.5
+    inside = (pix[..., 0] > 1) & (pix[..., 0] < obs.image_size[1] - 1) & (pix[..., 1] > 1) & (pix[..., 1] < obs.image_size[0] - 1)
+    use = vis & skin[None] & inside
+    colors = _sample_image(obs.image.to(verts.dtype), pix[..., :2])  # (B, V, 3)
+    Y = sh_basis(vertex_normals(verts, faces))  # (B, V, 9)
+    alb_mean = m.albedo_mean.to(verts)
+    basis = m.albedo_basis.to(verts)  # (K, V, 3)
+    std = m.albedo_std.to(verts)
+    K = basis.shape[0]
+    alb_coef = code.albedo.clone()
+    sh = code.sh.clone()
+    for _ in range(2):
+        alb = alb_mean[None] + torch.einsum("bk,kvc->bvc", alb_coef, basis)
+        for b in range(B):
+            u = use[b]
+            if int(u.sum()) < 20:
+                continue
+            for ch in range(3):
+                A = alb[b, u, ch, None] * Y[b, u]  # (n, 9)
+                rhs = colors[b, u, ch]
+                reg = 1e-3 * torch.eye(9, dtype=A.dtype, device=A.device)
+                sh[b, :, ch] = torch.linalg.solve(A.T @ A + reg, A.T @ rhs)
+        irr = torch.einsum("bvk,bkc->bvc", Y, sh)  # (B, V, 3)
+        # albedo: colors = irr * (mean + sum_k b_k basis_k)  -> linear in b, ridge prior b ~ N(0, std^2)
+        rows_A, rows_r = [], []
+        for b in range(B):
+            u = use[b]
+            if int(u.sum()) < 20:
+                rows_A.append(None)
+                rows_r.append(None)
+                continue
+            A = (irr[b, u][None] * basis[:, u]).permute(1, 2, 0).reshape(-1, K)  # (n*3, K)
+            r = (colors[b, u] - irr[b, u] * alb_mean[u]).reshape(-1)
+            rows_A.append(A)
+            rows_r.append(r)
+        lam = 0.05 * torch.diag(1.0 / std.square())
+        if shared_albedo:
+            AtA = sum(A.T @ A for A in rows_A if A is not None)
+            Atr = sum(A.T @ r for A, r in zip(rows_A, rows_r) if A is not None)
+            if isinstance(AtA, Tensor):
+                sol = torch.linalg.solve(AtA + lam * max(1, len(rows_A)), Atr)
+                alb_coef[:] = sol
+        else:
+            for b in range(B):
+                if rows_A[b] is None:
+                    continue
+                A = rows_A[b]
+                alb_coef[b] = torch.linalg.solve(A.T @ A + lam, A.T @ rows_r[b])
+    code.sh = sh
+    code.albedo = alb_coef
+    return code.to_vector()
+
+
+def _landmark_setup(dec: FaceDecoder, kind: str, opts: FitOptions):
+    """(vertex ids (L,), detection index (L,) into the 468 points or None for 68, contour idx, closed, weights)."""
+    from facerig.landmarks import MEDIAPIPE_FACE_OVAL
+
+    m = dec.model
+    if kind == "dense":
+        ids = m.landmarks_mediapipe468.indices
+        contour = torch.as_tensor(MEDIAPIPE_FACE_OVAL, dtype=torch.long)
+        closed = True
+    else:
+        ids = m.landmarks_ibug68.indices
+        contour = torch.arange(17)
+        closed = False
+    w = torch.ones(len(ids), dtype=m.dtype, device=m.device)
+    w[contour] = opts.contour_weight
+    return ids.to(m.device), contour.to(m.device), closed, w
+
+
+# ------------------------------------------------------------------------------------------ core
+def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_point: Tensor, focal: Tensor,
+                     image: Tensor | None = None, valid: Tensor | None = None, options: FitOptions | None = None,
+                     shared: bool = False, keep_stages: bool = False):
+    """Fit B working images given their detected landmarks (the engine of :func:`fit_image` /
+    :func:`fit_frames`; use it directly with synthetic data or your own detector).
+
+    Args:
+        dec: the :class:`FaceDecoder`.
+        landmarks: (B, L, 2) detections in working-image pixels: L = 468 (Face Mesh order,
+            ``options.landmarks == "dense"``) or 68 (iBUG order, "sparse"; 468 are reduced to 68).
+        image_size: (H, W) of the working images.
+        principal_point: (B, 2) pixels; focal: (B,) pixels (fixed).
+        image: optional (B, H, W, 3) float photo in [0, 1] (needed for the photometric stage).
+        valid: optional (B, H, W, 1) bool, real photo pixels.
+        options: :class:`FitOptions`.
+        shared: the B images show one person (multi-frame): identity and albedo are shared and
+            a temporal term smooths expression and pose over consecutive frames.
+        keep_stages: also return the code vectors after each stage.
+
+    Returns:
+        ``(y, obs, energies, timings, stages)``: the (B, D) code vectors, the final
+        :class:`FaceObservation`, per-term energies (B,) tensors, seconds per stage, and
+        ``{"pose": y1, "landmarks": y2, "photometric": y3}`` when ``keep_stages``.
+    """
+    opts = options or FitOptions()
+    m = dec.model
+    dt, dev = m.dtype, m.device
+    kind = opts.landmarks
+    if kind == "dense" and m.landmarks_mediapipe468 is None:
+        kind = "sparse"
+    landmarks = torch.as_tensor(landmarks, dtype=dt, device=dev)
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 2 or landmarks.shape[1] not in (68, 468, 478):
+        raise ValueError(f"landmarks: expected (B, 68 | 468 | 478, 2) pixels, got {tuple(landmarks.shape)}")
+    if landmarks.shape[1] == 478:
+        landmarks = landmarks[:, :468]
+    if kind == "dense" and landmarks.shape[1] != 468:
+        kind = "sparse"
+    if kind == "sparse" and landmarks.shape[1] == 468:
+        from facerig.landmarks import to_ibug68
+        landmarks = to_ibug68(landmarks)
+    B = landmarks.shape[0]
+    H, W = (int(s) for s in image_size)
+    pp = torch.as_tensor(principal_point, dtype=dt, device=dev).reshape(B, 2)
+    focal = torch.as_tensor(focal, dtype=dt, device=dev).reshape(B)
+    ids, contour, closed, weights = _landmark_setup(dec, kind, opts)
+    obs = FaceObservation(landmarks=landmarks, vertex_ids=ids[None].expand(B, -1).clone(), image_size=(H, W),
+                          principal_point=pp, weights=weights, contour=contour,
+                          normals=contour_normals(landmarks[:, contour], closed),
+                          image=None if image is None else torch.as_tensor(image, dtype=dt, device=dev),
+                          valid=valid)
+    timings = {}
+    stages = {}
+
+    # ---- stage 1: pose (PnP + LM)
+    t0 = time.perf_counter()
+    code = dec.zero_code(B, image_size=max(H, W), dtype=dt, device=dev)
+    code.focal = focal[:, None].clone()
+    mean_lm = (m.mean.to(dev, dt) @ torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dt, device=dev)))[ids]
+    for b in range(B):
+        inner = torch.ones(len(ids), dtype=torch.bool)
+        inner[contour.cpu()] = False
+        rvec, tvec = _pnp(mean_lm.cpu()[inner].numpy(), landmarks[b].cpu()[inner].numpy(), float(focal[b]),
+                          pp[b].cpu().numpy())
+        code.rotation[b] = torch.as_tensor(rvec, dtype=dt)
+        code.translation[b] = torch.as_tensor(tvec, dtype=dt)
+    y = code.to_vector()
+    e_pose = face_energy(dec, landmarks=1.0, identity=0, expression=0, albedo=0, sigma=opts.sigma, delta=opts.delta)
+    pk = _Packer(y, dec.sizes, _scales(dec, ("rotation", "translation")))
+    for _ in range(2):
+        _update_contour(dec, obs, y, ids)
+        y = _lm(e_pose, obs, pk, y, max(1, opts.pose_iterations // 2))
+    timings["pose"] = time.perf_counter() - t0
+    if keep_stages:
+        stages["pose"] = y.clone()
+
+    # ---- stage 2: identity + expression from landmarks (LM), per image
+    t0 = time.perf_counter()
+    e_shape = face_energy(dec, landmarks=1.0, identity=opts.w_identity, expression=opts.w_expression, albedo=0,
+                          sigma=opts.sigma, delta=opts.delta)
+    pk = _Packer(y, dec.sizes, _scales(dec, ("identity", "expression", "rotation", "translation"),
+                                       opts.fit_identity_modes))
+    for _ in range(opts.shape_rounds):
+        _update_contour(dec, obs, y, ids)
+        y = _lm(e_shape, obs, pk, y, opts.shape_iterations)
+    if shared and B > 1:
+        # one identity for all frames: start from the mean, then minimise jointly (L-BFGS: the
+        # joint problem couples all frames) with temporal smoothness
+        e_joint = face_energy(dec, landmarks=1.0, identity=opts.w_identity / B, expression=opts.w_expression,
+                              albedo=0, temporal=opts.w_temporal, sigma=opts.sigma, delta=opts.delta,
+                              temporal_scales=_temporal_scales(dec))
+        pk = _Packer(y, dec.sizes, _scales(dec, ("identity", "expression", "rotation", "translation"),
+                                           opts.fit_identity_modes), shared=("identity",), joint=True)
+        res = minimize_lbfgs(lambda p: e_joint(obs, pk.unpack(p)).sum(), pk.pack(y), max_iter=30, tol=1e-7)
+        y = pk.unpack(res.x).detach()
+    timings["shape"] = time.perf_counter() - t0
+    if keep_stages:
+        stages["landmarks"] = y.clone()
+
+    # ---- stage 3: photometric refinement (Adam)
+    t0 = time.perf_counter()
+    energy = face_energy(dec, landmarks=opts.w_landmarks_photo, photometric=opts.w_photometric if image is not None else 0,
+                         identity=opts.w_identity_photo / (B if shared else 1), expression=opts.w_expression_photo,
+                         albedo=opts.w_albedo / (B if shared else 1), temporal=opts.w_temporal if shared and B > 1 else 0,
+                         sigma=opts.sigma, delta=opts.delta, temporal_scales=_temporal_scales(dec))
+    if image is not None and opts.photo_iterations > 0:
+        y = _init_light_albedo(dec, obs, y, shared_albedo=shared and B > 1)
+        parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
+        pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes),
+                     shared=("identity", "albedo"), joint=shared and B > 1)
+        # Adam steps of size ~lr in every whitened coordinate: give pose and light smaller steps
+        lr_scale = torch.ones(pk.P, dtype=dt, device=dev)
+        for part, (sl, _k) in pk.layout.items():
+            lr_scale[sl] = {"rotation": 0.1, "translation": 0.05, "sh": 0.3, "identity": opts.photo_shape_lr,
+                            "expression": opts.photo_shape_lr}.get(part, 1.0)
+        p0 = pk.pack(y)
+
+        def f(q):
+            p = p0 + (q - p0) * lr_scale
+            return energy(obs, pk.unpack(p)).sum()
+
+        # keep the best iterate (Adam's energy is not monotone; a diverging run falls back)
+        best = {"e": float(f(p0)), "q": p0}
+
+        def keep_best(k, q, e):
+            total = float(e.sum())
+            if total < best["e"]:
+                best["e"], best["q"] = total, q.clone()
+
+        minimize_adam(f, p0, lr=opts.photo_lr, max_iter=opts.photo_iterations, tol=0.0, callback=keep_best)
+        y = pk.unpack(p0 + (best["q"] - p0) * lr_scale).detach()
+    timings["photometric"] = time.perf_counter() - t0
+    if keep_stages:
+        stages["photometric"] = y.clone()
+    with torch.no_grad():
+        energies = energy.breakdown(obs, y)
+    return y, obs, energies, timings, stages
+
+
+def _temporal_scales(dec: FaceDecoder) -> dict:
+    m = dec.model
+    return {"expression": m.expression_std.to(m.device) * 0.5, "rotation": 0.05, "translation": 0.5}
+
+
+# ------------------------------------------------------------------------------------------ public
+def _decoder(model, device, dtype) -> FaceDecoder:
+    if isinstance(model, FaceDecoder):
+        return model
+    dtype = dtype or torch.float32
+    return FaceDecoder(model, dtype=dtype, device=device)
+
+
+def _detect(rgb: np.ndarray, name: str, max_faces: int = 1):
+    from facerig.landmarks import detect_landmarks
+
+    faces = detect_landmarks(rgb, max_faces=max_faces, refine=False)
+    if not faces:
+        raise NoFaceError(f"no face found in {name}")
+    return faces
+
+
+def _prepare(rgb: np.ndarray, points: np.ndarray, opts: FitOptions, focal: float | None, dec: FaceDecoder):
+    """Working crop of one face: (crop, landmarks in crop px (N,2), principal point (2,), focal crop px, image, valid)."""
+    from facerig.landmarks import square_crop
+
+    H, W = rgb.shape[:2]
+    crop = square_crop(rgb, points[:, :2], size=opts.crop_size, margin=opts.margin, border="replicate")
+    lm = crop.to_crop(points[:, :2])
+    pp = crop.to_crop(np.array([[W / 2.0, H / 2.0]]))[0]
+    f_in = float(focal) if focal is not None else opts.focal_factor * max(H, W)
+    return crop, lm, pp, f_in * crop.scale, f_in
+
+
+def _make_fit(dec, y_b, obs, b, crop, rgb_shape, f_in, points, energies, timings, stages, name) -> FaceFit:
+    from facerig.landmarks import to_ibug68
+
+    H, W = rgb_shape[:2]
+    code = dec.as_code(y_b[b:b + 1]).detach().clone()
+    code.focal = torch.full_like(code.focal, f_in)
+    with torch.no_grad():
+        verts = dec.vertices(code)[0]
+        pp = torch.tensor([[W / 2.0, H / 2.0]], dtype=verts.dtype, device=verts.device)
+        lm68 = dec.landmarks2d(code, (H, W), pp, kind="ibug68")[0].cpu().numpy().astype(np.float64)
+        dense_err = None
+        pts = np.asarray(points, dtype=np.float64)[:, :2]
+        if pts.shape[0] >= 468 and dec.model.landmarks_mediapipe468 is not None:
+            lm468 = dec.landmarks2d(code, (H, W), pp, kind="mediapipe468")[0].cpu().numpy()
+            dense_err = float(np.linalg.norm(lm468 - pts[:468], axis=1).mean())
+            det68 = to_ibug68(pts[:468])
+        else:
+            det68 = pts[:68]
+        err68 = float(np.linalg.norm(lm68 - det68, axis=1).mean())
+        st = {}
+        for k, v in stages.items():
+            c = dec.as_code(v[b:b + 1])
+            st[k] = dec.vertices(c)[0].detach()
+    return FaceFit(code=code, vertices=verts.detach(), energies={k: float(v[b]) for k, v in energies.items()},
+                   landmark_error_px=err68, landmark_error_dense_px=dense_err, landmarks68=lm68, detected=pts,
+                   detected68=np.asarray(det68, dtype=np.float64), image_size=(H, W), model_name=dec.model.name,
+                   timings=dict(timings), stages=st, crop_box=None if crop is None else np.asarray(crop.box),
+                   decoder=dec)
+
+
+def _read(image):
+    from facerig.landmarks import as_rgb_uint8
+
+    name = str(image) if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") else "the image"
+    return as_rgb_uint8(image), name
+
+
+def fit_image(image, model: FaceModel | FaceDecoder | str = "default", *, landmarks=None, options: FitOptions | None = None,
+              focal: float | None = None, iterations: int | None = None, device=None, dtype=None,
+              keep_stages: bool = False) -> FaceFit:
+    """Fit the face model to the (largest) face of a photo by analysis-by-synthesis.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, (H, W) gray, (H, W, 4) RGBA, float in [0, 1], or a path.
+            Huge images are handled on a resampled crop (results in input pixels).
+        model: face model name / path, a :class:`~facerig.model.FaceModel` or a :class:`FaceDecoder`.
+        landmarks: optional detections to use instead of running the detector: a
+            :class:`facerig.landmarks.FaceLandmarks` or an (N, 2|3) array of input pixels
+            (N = 468 / 478 Face Mesh order, or 68 iBUG order).
+        options: :class:`FitOptions` (stages, weights, crop size...).
+        focal: focal length in input pixels (default ``options.focal_factor x max(H, W)``).
+        iterations: shortcut for ``options.photo_iterations`` (0 = landmark-only fit).
+        device, dtype: where to fit (default CPU float32).
+        keep_stages: keep the vertices after each stage in ``FaceFit.stages``.
+
+    Returns:
+        :class:`FaceFit`.
+
+    Raises:
+        NoFaceError: no face was detected. facerig.landmarks.ImageReadError: unreadable file.
+
+    Performance: the tensors are small (468 vertices, a 160 px crop), so one torch thread is
+    about as fast as several on an idle CPU and many times faster on a busy one
+    (``torch.set_num_threads(1)``; the CLI's default). The first call in a process also pays a
+    few seconds of one-time set-up (mediapipe graphs, torch.func forward-mode autograd).
+    """
+    t_all = time.perf_counter()
+    opts = options or FitOptions()
+    if iterations is not None:
+        opts = FitOptions(**{**opts.__dict__, "photo_iterations": int(iterations)})
+    dec = _decoder(model, device, dtype)
+    rgb, name = _read(image)
+    t0 = time.perf_counter()
+    if landmarks is None:
+        face = _detect(rgb, name)[0]
+        points = face.points
+    else:
+        points = np.asarray(getattr(landmarks, "points", landmarks), dtype=np.float64)
+        if points.ndim != 2 or points.shape[0] not in (68, 468, 478) or points.shape[1] not in (2, 3):
+            raise ValueError(f"landmarks: expected (68 | 468 | 478, 2 | 3) pixels, got shape {points.shape}")
+    t_detect = time.perf_counter() - t0
+    return _fit_one(dec, rgb, points, opts, focal, keep_stages, t_detect, t_all, name)
+
+
+def _fit_one(dec, rgb, points, opts, focal, keep_stages, t_detect, t_all, name):
+    crop, lm, pp, f_crop, f_in = _prepare(rgb, points, opts, focal, dec)
+    dt, dev = dec.model.dtype, dec.model.device
+    img = torch.as_tensor(crop.image, device=dev).to(dt)[None] / 255.0
+    y, obs, energies, timings, stages = fit_observations(
+        dec, torch.as_tensor(lm, dtype=dt)[None], (opts.crop_size, opts.crop_size), torch.as_tensor(pp)[None],
+        torch.tensor([f_crop]), image=img, valid=torch.as_tensor(crop.valid, device=dev)[None, ..., None],
+        options=opts, keep_stages=keep_stages)
+    timings = {"detect": t_detect, **timings}
+    timings["total"] = time.perf_counter() - t_all
+    return _make_fit(dec, y, obs, 0, crop, rgb.shape, f_in, points, energies, timings, stages, name)
+
+
+def fit_faces(image, model="default", *, max_faces: int = 10, **kwargs) -> list:
+    """Fit every detected face (up to ``max_faces``, largest first); arguments as :func:`fit_image`.
+
+    Raises NoFaceError when there is none.
+    """
+    dec = _decoder(model, kwargs.pop("device", None), kwargs.pop("dtype", None))
+    rgb, name = _read(image)
+    t0 = time.perf_counter()
+    faces = _detect(rgb, name, max_faces=max_faces)
+    t_detect = time.perf_counter() - t0
+    opts = kwargs.pop("options", None) or FitOptions()
+    if kwargs.get("iterations") is not None:
+        opts = FitOptions(**{**opts.__dict__, "photo_iterations": int(kwargs.pop("iterations"))})
+    kwargs.pop("iterations", None)
+    focal = kwargs.pop("focal", None)
+    keep = kwargs.pop("keep_stages", False)
+    if kwargs:
+        raise TypeError(f"fit_faces: unexpected arguments {sorted(kwargs)}")
+    return [_fit_one(dec, rgb, f.points, opts, focal, keep, t_detect / len(faces), time.perf_counter(), name)
+            for f in faces]
+
+
+def fit_frames(images, model="default", *, landmarks=None, options: FitOptions | None = None,
+               focal: float | None = None, device=None, dtype=None, track: bool = True) -> MultiFrameFit:
+    """Fit one person seen in N images or video frames: shared identity and albedo, per-frame
+    expression, pose and SH light, temporal smoothness between consecutive frames.
+
+    Args:
+        images: a sequence of images (anything :func:`fit_image` accepts), in temporal order.
+        model, options, focal, device, dtype: as :func:`fit_image`.
+        landmarks: optional list of per-frame detections (as in :func:`fit_image`).
+        track: detect with :class:`facerig.landmarks.LandmarkTracker` (video mode, smoothed);
+            False runs the still-image detector on every frame.
+
+    Returns:
+        :class:`MultiFrameFit`.
+
+    Raises:
+        NoFaceError: a frame without a face (its index is named).
+    """
+    t_all = time.perf_counter()
+    opts = options or FitOptions()
+    dec = _decoder(model, device, dtype)
+    frames = [_read(im) for im in images]
+    if not frames:
+        raise ValueError("images: expected at least one image")
+    t0 = time.perf_counter()
+    pts_all = []
+    if landmarks is not None:
+        if len(landmarks) != len(frames):
+            raise ValueError(f"landmarks: {len(landmarks)} detections for {len(frames)} images")
+        pts_all = [np.asarray(getattr(lm, "points", lm), dtype=np.float64) for lm in landmarks]
+    elif track:
+        from facerig.landmarks import LandmarkTracker
+        tracker = LandmarkTracker(max_faces=1, refine=False)
+        for i, (rgb, name) in enumerate(frames):
+            found = tracker.process(rgb)
+            if found is None:
+                raise NoFaceError(f"no face found in frame {i} ({name})")
+            pts_all.append(found.points)
+    else:
+        for i, (rgb, name) in enumerate(frames):
+            pts_all.append(_detect(rgb, f"frame {i} ({name})")[0].points)
+    t_detect = time.perf_counter() - t0
+    preps = [_prepare(rgb, pts, opts, focal, dec) for (rgb, _), pts in zip(frames, pts_all)]
+    dt, dev = dec.model.dtype, dec.model.device
+    lm = torch.stack([torch.as_tensor(p[1], dtype=dt) for p in preps])
+    pp = torch.stack([torch.as_tensor(p[2], dtype=dt) for p in preps])
+    fc = torch.tensor([p[3] for p in preps], dtype=dt)
+    img = torch.stack([torch.as_tensor(p[0].image).to(dt) / 255.0 for p in preps]).to(dev)
+    valid = torch.stack([torch.as_tensor(p[0].valid) for p in preps]).to(dev)[..., None]
+    y, obs, energies, timings, _ = fit_observations(dec, lm, (opts.crop_size, opts.crop_size), pp, fc, image=img,
+                                                    valid=valid, options=opts, shared=True)
+    timings = {"detect": t_detect, **timings, "total": time.perf_counter() - t_all}
+    fits = [_make_fit(dec, y, obs, b, preps[b][0], frames[b][0].shape, preps[b][4], pts_all[b], energies, timings, {},
+                      frames[b][1]) for b in range(len(frames))]
+    code = dec.as_code(y)
+    return MultiFrameFit(frames=fits, identity=code.identity[0].detach(), albedo=code.albedo[0].detach(),
+                         energies={k: float(v.sum()) for k, v in energies.items()}, timings=timings)

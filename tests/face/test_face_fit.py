@@ -1,0 +1,190 @@
+"""Fitting: synthetic round trips, the decoder's projections, landmark maps, results and errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facerig.face import FitOptions, NoFaceError, fit_frames, fit_image
+from facerig.landmarks import MEDIAPIPE468_TO_IBUG68, to_ibug68
+from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle
+
+SIZE = 256
+FOCAL = 640.0
+# exact (noise-free) landmarks: a landmark noise scale of 1 px and weak priors
+CLEAN = dict(sigma=1.0, w_identity=2.0, w_expression=2.0)
+
+
+def _truth(dec, yaw_deg, pitch_deg, seed):
+    g = torch.Generator().manual_seed(seed)
+    s = dec.model.sample(1, g, expression_scale=0.4)
+    code = dec.zero_code(1, image_size=SIZE)
+    code.identity, code.expression, code.albedo = s["identity"], s["expression"], s["albedo"] * 0.5
+    R = axis_angle_to_matrix(torch.tensor([0.0, np.radians(yaw_deg), 0.0])) @ axis_angle_to_matrix(
+        torch.tensor([np.radians(pitch_deg), 0.0, 0.0]))
+    code.rotation = matrix_to_axis_angle(R)[None].float()
+    code.translation = code.translation + torch.tensor([[1.0, -0.5, 15.0]])
+    code.focal[:] = FOCAL
+    code.sh[:, 1:4] = 0.4
+    return code
+
+
+def _render(dec, code):
+    with torch.no_grad():
+        out = dec(code, (SIZE, SIZE), antialias_edges=True, background=0.3)
+    return (out.image[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _angle_deg(r1, r2):
+    R = axis_angle_to_matrix(r1.double()) @ axis_angle_to_matrix(r2.double()).transpose(-1, -2)
+    return float(np.degrees(torch.linalg.norm(matrix_to_axis_angle(R))))
+
+
+@pytest.mark.parametrize("yaw,pitch,seed", [(25.0, 10.0, 0), (-45.0, -15.0, 1)])
+def test_round_trip_from_ground_truth_landmarks(decoder, yaw, pitch, seed):
+    dec = decoder
+    code = _truth(dec, yaw, pitch, seed)
+    img = _render(dec, code)
+    with torch.no_grad():
+        lm468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
+        lm68 = dec.landmarks2d(code, (SIZE, SIZE), kind="ibug68")[0].numpy()
+    fit = fit_image(img, dec, landmarks=lm468, focal=FOCAL, options=FitOptions(photo_iterations=3, **CLEAN), keep_stages=True)
+    assert _angle_deg(fit.code.rotation, code.rotation) < 2.0
+    # depth trades off against the face's size (identity): within 5 % of the distance
+    assert float((fit.code.translation - code.translation).norm()) < 0.05 * float(code.translation.norm())
+    assert fit.landmark_error_px < 1.0
+    assert float(np.linalg.norm(fit.landmarks68 - lm68, axis=1).mean()) < 1.0
+    assert fit.landmarks68.shape == (68, 2) and fit.detected68.shape == (68, 2)
+    # the shape stage recovers identity + expression better than the mean face with the same pose
+    gt = dec.vertices(code)[0].detach().numpy()
+    from facerig.model.geometry import umeyama
+
+    def err(v):
+        v = v.double().numpy()
+        s, R, t = umeyama(v, gt)
+        return np.linalg.norm(v @ (s * R).T + t - gt, axis=1).mean()
+
+    assert err(fit.stages["landmarks"]) < 0.6 * err(fit.stages["pose"])
+    assert set(fit.energies) >= {"landmarks", "photometric", "identity", "expression", "albedo", "total"}
+    assert fit.timings["total"] > 0
+
+
+def test_round_trip_sparse_landmarks(decoder):
+    dec = decoder
+    code = _truth(dec, 15.0, -5.0, 2)
+    with torch.no_grad():
+        lm68 = dec.landmarks2d(code, (SIZE, SIZE), kind="ibug68")[0].numpy()
+    fit = fit_image(np.zeros((SIZE, SIZE, 3), np.uint8), dec, landmarks=lm68, focal=FOCAL,
+                    options=FitOptions(landmarks="sparse", photo_iterations=0, **CLEAN))
+    assert _angle_deg(fit.code.rotation, code.rotation) < 4.0  # 68 points, 17 of them sliding
+    assert fit.landmark_error_px < 1.0
+    assert fit.landmark_error_dense_px is None
+
+
+def test_fitted_landmarks_map_back_to_a_resized_input(decoder):
+    """The crop/camera bookkeeping is exact: fitting a 2x upsampled photo gives 2x the landmarks."""
+    dec = decoder
+    code = _truth(dec, 10.0, 5.0, 3)
+    with torch.no_grad():
+        lm468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
+    opts = FitOptions(photo_iterations=0)
+    a = fit_image(np.zeros((SIZE, SIZE, 3), np.uint8), dec, landmarks=lm468, focal=FOCAL, options=opts)
+    b = fit_image(np.zeros((2 * SIZE, 2 * SIZE), np.uint8), dec, landmarks=2 * lm468, focal=2 * FOCAL, options=opts)
+    assert b.image_size == (2 * SIZE, 2 * SIZE)
+    assert np.abs(b.landmarks68 - 2 * a.landmarks68).max() < 0.05
+    assert torch.allclose(a.vertices, b.vertices, atol=1e-2)
+
+
+def test_ibug68_map_is_consistent(decoder):
+    m = decoder.model
+    assert m.landmarks_ibug68.indices.tolist() == list(MEDIAPIPE468_TO_IBUG68)
+    assert to_ibug68(np.arange(468)[:, None]).ravel().tolist() == list(MEDIAPIPE468_TO_IBUG68)
+    code = decoder.zero_code(2, image_size=128)
+    code.rotation[1] = torch.tensor([0.1, -0.4, 0.0])
+    with torch.no_grad():
+        l68 = decoder.landmarks2d(code, (128, 160), kind="ibug68")
+        l468 = decoder.landmarks2d(code, (128, 160), kind="mediapipe468")
+        out = decoder(code, (128, 160))
+    assert torch.equal(l68, to_ibug68(l468))
+    # landmarks are the projected vertices; the default principal point is the image centre
+    assert torch.allclose(out.landmarks, out.verts_pix[:, m.landmarks_ibug68.indices, :2])
+    v = out.verts_cam[0, 4]
+    f = float(code.focal[0])
+    assert torch.allclose(out.verts_pix[0, 4, :2], torch.stack([f * v[0] / v[2] + 80, f * v[1] / v[2] + 64]), atol=1e-3)
+    assert 0.1 < float(out.alpha.mean()) < 0.9 and float(out.skin.max()) <= 1.0 + 1e-5
+
+
+def test_sh_ambient_agrees_with_model_and_renderer(decoder):
+    from facerig.face import SH_AMBIENT
+    from facerig.model import SH_UNIT_AMBIENT
+    from facerig.render import sh_irradiance
+
+    assert abs(SH_AMBIENT - SH_UNIT_AMBIENT) < 1e-9
+    n = torch.nn.functional.normalize(torch.randn(1, 50, 3), dim=-1)
+    assert torch.allclose(sh_irradiance(n, decoder.zero_code(1).sh), torch.ones(1, 50, 3), atol=1e-6)
+
+
+def test_no_face_raises(decoder):
+    with pytest.raises(NoFaceError, match="no face"):
+        fit_image(np.full((120, 160, 3), 128, np.uint8), decoder)
+
+
+def test_bad_landmarks_argument(decoder):
+    with pytest.raises(ValueError, match="landmarks"):
+        fit_image(np.zeros((64, 64, 3), np.uint8), decoder, landmarks=np.zeros((10, 2)))
+
+
+def test_fit_frames_shares_identity(decoder):
+    dec = decoder
+    base = _truth(dec, 0.0, 0.0, 4)
+    lms, imgs = [], []
+    for k, yaw in enumerate((-20.0, 0.0, 25.0)):
+        code = _truth(dec, yaw, 5.0, 4)
+        code.identity = base.identity
+        code.expression = base.expression * (0.5 + 0.5 * k)
+        imgs.append(_render(dec, code))
+        with torch.no_grad():
+            lms.append(dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy())
+    res = fit_frames(imgs, dec, landmarks=lms, focal=FOCAL, options=FitOptions(photo_iterations=5, **CLEAN))
+    assert len(res.frames) == 3
+    ids = torch.stack([f.code.identity[0] for f in res.frames])
+    assert torch.allclose(ids, ids[0].expand_as(ids))
+    albs = torch.stack([f.code.albedo[0] for f in res.frames])
+    assert torch.allclose(albs, albs[0].expand_as(albs))
+    assert "temporal" in res.energies
+    for f, lm in zip(res.frames, lms):
+        assert f.landmark_error_px < 1.5
+    rots = [f.code.rotation for f in res.frames]
+    assert _angle_deg(rots[0], rots[2]) > 35  # per-frame pose
+
+
+def test_fit_result_serialises(decoder):
+    code = _truth(decoder, 5.0, 0.0, 5)
+    with torch.no_grad():
+        lm = decoder.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
+    fit = fit_image(_render(decoder, code), decoder, landmarks=lm, focal=FOCAL, options=FitOptions(photo_iterations=2))
+    d = json.loads(json.dumps(fit.to_dict()))
+    assert d["model"] == "default" and len(d["landmarks68"]) == 68 and len(d["code"]["sh"]) == 9
+    assert d["camera"]["K"][0][2] == SIZE / 2
+    ov = fit.render(np.zeros((SIZE, SIZE, 3), np.uint8))
+    assert ov.shape == (SIZE, SIZE, 3) and ov.dtype == np.uint8 and ov.max() > 0
+
+
+def test_huge_grayscale_photo_maps_back(decoder):
+    """A 2560 px grayscale photo is fitted on a crop; the results are in the input's pixels."""
+    import cv2
+    from skimage import data
+
+    gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    big = cv2.resize(gray, (2560, 2560), interpolation=cv2.INTER_CUBIC)
+    fit = fit_image(big, decoder, iterations=0)
+    assert fit.image_size == (2560, 2560)
+    assert fit.landmark_error_px < 3.0 * 5  # px at 5x the original resolution
+    lm = fit.landmarks68 / 5.0  # the astronaut's face sits near (220, 160) in the 512 px original
+    assert 170 < lm[:, 0].mean() < 280 and 100 < lm[:, 1].mean() < 230
+    rgba = np.dstack([data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    fit2 = fit_image(rgba, decoder, iterations=0)
+    assert np.abs(fit2.landmarks68 - lm).mean() < 3.0

@@ -1,0 +1,353 @@
+#!/usr/bin/env python
+"""Benchmark of analysis-by-synthesis face fitting on synthetic faces with known ground truth.
+
+For each of ``--n`` random faces:
+
+* identity and expression from the model's priors (expression weights |N(0, 0.5^2)| x 0.5),
+  albedo from its prior at half its standard deviation (the hand-made albedo model's full spread gives green and blue faces), yaw in +-60 deg, pitch in +-30 deg, roll in +-10 deg, distance 60-80 cm,
+  random SH light (ambient 0.8-1.2 plus random first- (std 0.2) and second-band (std 0.05) terms, slight colour tint);
+* rendered at 256 x 256 (focal 640 px, principal point at the centre, antialiased) over a random
+  crop of a scikit-image photograph (coffee, rocket, brick, grass, gravel, hubble, IHC, moon,
+  coins, retina);
+* landmarks from the detector (facerig.landmarks, MediaPipe Face Mesh) run on the rendered image
+  (not the ground truth); renders where no face is detected are counted and skipped;
+* fitted with :func:`facerig.face.fit_image` (known focal), keeping every stage:
+  ``mean face`` = mean shape with the fitted pose (stage 1), ``landmarks`` = landmark-only fit
+  (stage 2), ``photometric`` = the full fit (stage 3). Diagnostic row of the self-fit run:
+  ``landmarks only, GT landmarks`` = the same landmark-only fitter given the exact projected 468
+  model landmarks instead of the detections (separates fitter error from detector error).
+
+Errors: per-vertex distance after a similarity (Umeyama, with scale) alignment of the fitted
+camera-frame vertices onto the ground truth, over the face region = all 468 vertices of the
+Face Mesh topology (it is a face mask) - mean and median over vertices, then mean / median over
+faces, in mm; landmark error = mean 2D distance (px) of the fitted iBUG-68 landmarks to the
+ground-truth projected ones (and to the detections).
+
+Cross-model run (``--ict``, default on when ICT-FaceKit data is found in ../shared/data): the
+ground truth is an ICT-FaceKit face (random identity N(0, 1) over the 100 modes, random ARKit
+expression), rendered as its 9409-vertex face-area mesh with the default model's albedo
+transferred by nearest vertex; errors are measured at the 468 ICT surface points that
+correspond to the default model's vertices. The default model's build tool does not store this
+correspondence, so it is recomputed here: rigid alignment of the default mean face to the ICT
+neutral (landmarks, then closest-point ICP), then the closest ICT surface point (triangle +
+barycentric coordinates) of every default vertex.
+
+Run:  .venv/bin/python tools/bench_fit.py [--n 200] [--quick] [--threads 1] [--no-ict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from facerig.face import FaceDecoder, FitOptions, fit_image  # noqa: E402
+from facerig.face.decoder import SH_AMBIENT  # noqa: E402
+from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama  # noqa: E402
+from facerig.render import PerspectiveCamera, axis_angle_to_matrix, matrix_to_axis_angle, render_mesh  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ICT_DIR = REPO.parent / "shared" / "data" / "ict-facekit"
+SIZE = 256
+FOCAL = 2.5 * SIZE
+BACKGROUNDS = ("coffee", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon",
+               "coins", "retina")
+
+
+def backgrounds():
+    import skimage.data as d
+    from skimage.color import gray2rgb
+    out = []
+    for name in BACKGROUNDS:
+        try:
+            im = getattr(d, name)()
+        except Exception:  # noqa: BLE001 - optional data files
+            continue
+        if im.ndim == 2:
+            im = gray2rgb(im)
+        im = im[..., :3]
+        if im.dtype != np.uint8:
+            im = (np.clip(im, 0, 1) * 255).astype(np.uint8) if im.max() <= 1 else im.astype(np.uint8)
+        if min(im.shape[:2]) >= SIZE:
+            out.append(im)
+    return out
+
+
+def random_background(rng, bgs):
+    im = bgs[rng.integers(len(bgs))]
+    h, w = im.shape[:2]
+    y, x = rng.integers(0, h - SIZE + 1), rng.integers(0, w - SIZE + 1)
+    return torch.from_numpy(im[y:y + SIZE, x:x + SIZE].astype(np.float32) / 255.0)
+
+
+def random_pose(rng):
+    yaw, pitch, roll = np.radians(rng.uniform(-60, 60)), np.radians(rng.uniform(-30, 30)), np.radians(rng.uniform(-10, 10))
+    R = (axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0])) @ axis_angle_to_matrix(torch.tensor([pitch, 0.0, 0.0]))
+         @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, roll])))
+    return matrix_to_axis_angle(R), float(np.degrees(yaw)), float(np.degrees(pitch))
+
+
+def random_sh(rng):
+    sh = torch.zeros(1, 9, 3)
+    amb = rng.uniform(0.8, 1.2)
+    tint = 1 + rng.normal(0, 0.05, 3)
+    sh[0, 0] = torch.tensor(SH_AMBIENT * amb * tint, dtype=torch.float32)
+    sh[0, 1:4] = torch.tensor(rng.normal(0, 0.2, (3, 1)) * SH_AMBIENT * amb * np.ones((1, 3)), dtype=torch.float32)
+    sh[0, 4:] = torch.tensor(rng.normal(0, 0.05, (5, 1)) * SH_AMBIENT * amb * np.ones((1, 3)), dtype=torch.float32)
+    return sh
+
+
+def hole_fill(faces: np.ndarray, n_verts: int):
+    """Close the mesh's inner boundary loops (eye holes): every boundary loop but the longest gets a
+    fan of triangles around a new centre vertex. Returns (loops, new faces (F', 3)); the centre of
+    loop k is vertex ``n_verts + k``. Only for the renders: the ground truth keeps the original mesh."""
+    from collections import defaultdict
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = defaultdict(int)
+    for a, b in e:
+        key[(min(a, b), max(a, b))] += 1
+    nxt = {}
+    for a, b in e:  # boundary edges keep their direction (the face's winding)
+        if key[(min(a, b), max(a, b))] == 1:
+            nxt[a] = b
+    loops, seen = [], set()
+    for start in list(nxt):
+        if start in seen:
+            continue
+        loop, v = [], start
+        while v not in seen and v in nxt:
+            seen.add(v)
+            loop.append(v)
+            v = nxt[v]
+        loops.append(loop)
+    loops.sort(key=len)
+    inner = loops[:-1]
+    new = [faces]
+    for k, loop in enumerate(inner):
+        c = n_verts + k
+        new.append(np.array([[loop[(i + 1) % len(loop)], loop[i], c] for i in range(len(loop))]))
+    return inner, np.concatenate(new)
+
+
+def render_with_eyes(verts, faces, colors, cam, sh, bg, fill):
+    """Render with the eye holes closed by a fan (sclera-white rim, dark iris centre set back 0.3 cm)."""
+    loops, faces_f = fill
+    extra_v, extra_c = [], []
+    rim_c = colors.clone()
+    for loop in loops:
+        ring = verts[:, loop]
+        centre = ring.mean(1)
+        centre = centre + torch.tensor([0.0, 0.0, 0.3])
+        extra_v.append(centre)
+        extra_c.append(torch.tensor([[0.12, 0.08, 0.06]]).expand(verts.shape[0], 3))
+        rim_c[:, loop] = torch.tensor([0.85, 0.82, 0.78])
+    v = torch.cat([verts, torch.stack(extra_v, 1)], 1) if extra_v else verts
+    c = torch.cat([rim_c, torch.stack(extra_c, 1)], 1) if extra_c else colors
+    return render_mesh(v, torch.from_numpy(faces_f), cam, (SIZE, SIZE), colors=c, sh_coeffs=sh, background=bg)
+
+
+def aligned_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    s, R, t = umeyama(pred, gt, scale=True)
+    return np.linalg.norm(pred @ (s * R).T + t - gt, axis=1) * 10.0  # cm -> mm
+
+
+class IctTruth:
+    """ICT-FaceKit faces and the 468 ICT surface points that correspond to the default model's vertices."""
+
+    def __init__(self, dec: FaceDecoder, folder: Path):
+        from facerig.model.loaders import _orient_outward, _triangulate, read_obj
+        z = np.load(folder / "ict_face_area_morphs.npz")
+        self.neutral = z["neutral"].astype(np.float64)
+        self.id_deltas = z["identity"].astype(np.float64) - self.neutral
+        names = list(z["expression_names"])
+        idx = json.loads((folder / "vertex_indices.json").read_text())
+        order = [names.index(n) for n in idx["expressions"]]
+        self.exp_deltas = z["expression"][order].astype(np.float64) - self.neutral
+        n = len(self.neutral)
+        _, polys, _, tpolys = read_obj(folder / "generic_neutral_mesh.obj", polygons=True)
+        faces, _ = _triangulate(polys, tpolys, n)
+        self.faces = _orient_outward(self.neutral, faces)
+        m = dec.model
+        mean = m.mean.double().numpy()
+        lm_ict = np.asarray(idx["idx_to_landmark_verts"])[17:]
+        lm_def = m.landmarks_ibug68.indices.numpy()[17:]
+        # rigid default-model frame -> ICT frame, refined by closest-point ICP
+        _, R, t = umeyama(mean[lm_def], self.neutral[lm_ict], scale=False)
+        surf = SurfaceQuery(self.neutral, self.faces)
+        for _ in range(10):
+            cp, d, _ = surf(mean @ R.T + t)
+            _, R, t = umeyama(mean, cp, scale=False)
+        cp, d, tri = surf(mean @ R.T + t)
+        self.icp_residual_mm = float(d.mean() * 10)
+        self.tri = self.faces[tri]
+        self.bary = barycentric_coordinates(cp, self.neutral[self.tri])
+        self.R, self.t = R, t  # default model frame -> ICT frame
+        # albedo transfer: nearest default vertex of every ICT vertex (in the ICT frame)
+        from scipy.spatial import cKDTree
+        _, self.nearest = cKDTree(mean @ R.T + t).query(self.neutral)
+
+    def sample(self, rng, expr_scale=0.5):
+        c = rng.standard_normal(len(self.id_deltas))
+        w = np.abs(rng.normal(0, 0.5, len(self.exp_deltas))) * expr_scale
+        shape = self.neutral + np.tensordot(c, self.id_deltas, 1) + np.tensordot(w, self.exp_deltas, 1)
+        # into the default model's frame (x subject's left, y up, z out of the face)
+        return (shape - self.t) @ self.R
+
+    def points468(self, shape_model_frame):
+        return (shape_model_frame[self.tri] * self.bary[..., None]).sum(1)
+
+
+FILL: dict = {}
+
+
+def get_fill(key, faces, n):
+    if key not in FILL:
+        FILL[key] = hole_fill(faces, n)
+    return FILL[key]
+
+
+def make_sample(rng, dec, bgs, ict: IctTruth | None):
+    m = dec.model
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    s = m.sample(1, g, expression_scale=0.5)
+    code = dec.zero_code(1, image_size=SIZE)
+    rot, yaw, pitch = random_pose(rng)
+    code.rotation = rot[None].float()
+    code.translation = code.translation + torch.tensor([[rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5),
+                                                          rng.uniform(10, 30)]], dtype=torch.float32)
+    code.sh = random_sh(rng)
+    code.albedo = s["albedo"] * 0.5
+    bg = random_background(rng, bgs)[None]
+    cam = PerspectiveCamera(torch.tensor([FOCAL]), torch.tensor([FOCAL]), torch.tensor([SIZE / 2]), torch.tensor([SIZE / 2]))
+    if ict is None:
+        code.identity, code.expression = s["identity"], s["expression"]
+        with torch.no_grad():
+            verts = dec.vertices(code)
+            out = render_with_eyes(verts, m.faces.numpy(), m.albedo(code.albedo).clamp(0, 1), cam, code.sh, bg,
+                                   get_fill("default", m.faces.numpy(), m.n_vertices))
+        gt = verts[0].double().numpy()
+    else:
+        shape = torch.from_numpy(ict.sample(rng)).float()[None]
+        with torch.no_grad():
+            verts = code.transform(shape)
+            colors = m.albedo(code.albedo).clamp(0, 1)[0][torch.from_numpy(ict.nearest)]
+            out = render_with_eyes(verts, ict.faces, colors[None], cam, code.sh, bg,
+                                   get_fill("ict", ict.faces, len(ict.neutral)))
+        gt = ict.points468(verts[0].double().numpy())
+    img = (out.image[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    with torch.no_grad():
+        if ict is None:
+            gt_lm = dec.landmarks2d(code, (SIZE, SIZE), kind="ibug68")[0].numpy()
+        else:
+            gt_lm = None
+    gt468 = None
+    if ict is None:
+        with torch.no_grad():
+            gt468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
+    return img, gt, gt_lm, yaw, pitch, gt468
+
+
+def run(n, seed, ict_model, opts, label, save_examples=None):
+    from facerig.landmarks import detect_landmarks
+    dec = FaceDecoder("default")
+    bgs = backgrounds()
+    rng = np.random.default_rng(seed)
+    ict = IctTruth(dec, ICT_DIR) if ict_model else None
+    if ict is not None:
+        print(f"  [ICT correspondence: closest-point ICP residual {ict.icp_residual_mm:.3f} mm (mean over 468 vertices)]")
+    rows = {"mean face (fitted pose)": [], "landmarks only": [], "photometric": []}
+    keys = {"mean face (fitted pose)": "pose", "landmarks only": "landmarks", "photometric": "photometric"}
+    lm_gt, lm_det, times, fit_times, missed, yaws = [], [], [], [], 0, []
+    for i in range(n):
+        img, gt, gt_lm, yaw, pitch, gt468 = make_sample(rng, dec, bgs, ict)
+        faces = detect_landmarks(img, max_faces=1, refine=False)
+        if not faces:
+            missed += 1
+            continue
+        t0 = time.perf_counter()
+        fit = fit_image(img, dec, landmarks=faces[0], options=opts, focal=FOCAL, keep_stages=True)
+        times.append(time.perf_counter() - t0)
+        fit_times.append(fit.timings["pose"] + fit.timings["shape"] + fit.timings["photometric"])
+        for name, k in keys.items():
+            e = aligned_error(fit.stages[k].double().numpy(), gt)
+            rows[name].append((e.mean(), np.median(e)))
+        lm_det.append(fit.landmark_error_px)
+        if gt_lm is not None:
+            lm_gt.append(np.linalg.norm(fit.landmarks68 - gt_lm, axis=1).mean())
+        yaws.append(abs(yaw))
+        if gt468 is not None:  # diagnostic: the same fitter given the exact projected 468 landmarks
+            o = FitOptions(**{**opts.__dict__, "photo_iterations": 0})
+            fit_gt = fit_image(img, dec, landmarks=gt468, options=o, focal=FOCAL, keep_stages=True)
+            rows.setdefault("landmarks only, GT landmarks", []).append(
+                (lambda e: (e.mean(), np.median(e)))(aligned_error(fit_gt.stages["landmarks"].double().numpy(), gt)))
+        if save_examples is not None and i < 4:
+            import cv2
+            ov = fit.render(img, alpha=0.6)
+            cv2.imwrite(str(save_examples / f"{label}_{i}.png"), np.concatenate([img, ov], 1)[..., ::-1])
+    k = len(times)
+    print(f"\n{label}: {k} of {n} faces fitted ({missed} renders without a detected face)")
+    print(f"  {'method':26s} {'mean err (mm)':>14s} {'median err (mm)':>16s} {'vs mean face':>13s}")
+    base = np.mean([r[0] for r in rows["mean face (fitted pose)"]]) if k else float("nan")
+    res = {}
+    for name, r in list(rows.items()):
+        a = np.asarray(r) if r else np.full((1, 2), np.nan)
+        res[name] = (float(a[:, 0].mean()), float(np.median(a[:, 1])))
+        print(f"  {name:26s} {a[:, 0].mean():14.3f} {np.median(a[:, 1]):16.3f} {a[:, 0].mean() / base:13.2f}x")
+    print("  (mean err: mean over faces of the per-face mean vertex error; median err: median over faces of the "
+          "per-face median vertex error)")
+    if lm_gt:
+        print(f"  landmark error, fitted iBUG-68 vs ground truth: mean {np.mean(lm_gt):.2f} px, median {np.median(lm_gt):.2f} px")
+    print(f"  landmark error, fitted iBUG-68 vs detections:   mean {np.mean(lm_det):.2f} px, median {np.median(lm_det):.2f} px")
+    print(f"  time per image: fit {np.mean(fit_times):.3f} s (median {np.median(fit_times):.3f}), "
+          f"with crop/outputs {np.mean(times):.3f} s; detection excluded")
+    if k:
+        ph = np.asarray([r[0] for r in rows["photometric"]])
+        lo = np.asarray([r[0] for r in rows["landmarks only"]])
+        yw = np.asarray(yaws)
+        for a, b in ((0, 30), (30, 45), (45, 61)):
+            sel = (yw >= a) & (yw < b)
+            if sel.any():
+                print(f"  |yaw| {a:2d}-{b:2d} deg: {sel.sum():3d} faces, landmarks-only {lo[sel].mean():.3f} mm, "
+                      f"photometric {ph[sel].mean():.3f} mm")
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="faces per run (default 200)")
+    ap.add_argument("--quick", action="store_true", help="20 faces per run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared 2-core machine)")
+    ap.add_argument("--no-ict", action="store_true", help="skip the cross-model (ICT-FaceKit ground truth) run")
+    ap.add_argument("--iterations", type=int, default=None, help="photometric iterations (default: FitOptions)")
+    ap.add_argument("--examples", default=None, help="folder for a few input/overlay example images")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n = 20 if args.quick else args.n
+    opts = FitOptions()
+    if args.iterations is not None:
+        opts.photo_iterations = args.iterations
+    ex = None
+    if args.examples:
+        ex = Path(args.examples)
+        ex.mkdir(parents=True, exist_ok=True)
+    print(f"bench_fit: {n} synthetic faces per run, {SIZE}x{SIZE}, focal {FOCAL:.0f} px, torch threads {args.threads}, "
+          f"photometric iterations {opts.photo_iterations}, crop {opts.crop_size} px")
+    run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex)
+    if not args.no_ict:
+        if (ICT_DIR / "ict_face_area_morphs.npz").exists():
+            run(n, args.seed + 1, True, opts, "cross-model (ICT-FaceKit generates, default model fits)", ex)
+        else:
+            print(f"\ncross-model run skipped: {ICT_DIR} not found")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
