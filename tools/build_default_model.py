@@ -59,7 +59,7 @@ import scipy.sparse.linalg as spla
 import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facerig.model.geometry import SurfaceQuery  # noqa: E402
+from facerig.model.geometry import SurfaceQuery, umeyama  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -205,18 +205,6 @@ def triangulate(polys, n_max: int) -> np.ndarray:
         for k in range(1, len(p) - 1):
             tris.append([p[0], p[k], p[k + 1]])
     return np.asarray(tris, dtype=np.int64)
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray):
-    """s, R, t minimising sum ||s R src + t - dst||^2."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.eye(3)
-    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ D @ Vt
-    s = np.trace(np.diag(S) @ D) / (a ** 2).sum(1).mean()
-    return s, R, md - s * R @ ms
 
 
 def uniform_laplacian(faces: np.ndarray, n: int) -> sp.csr_matrix:
