@@ -207,6 +207,17 @@ class IctTruth:
 FILL: dict = {}
 
 
+def open_eyes(model) -> np.ndarray:
+    """The model's faces (F', 3) without its ``eye_openings`` face group (a boolean mask or indices)."""
+    faces = model.faces.numpy()
+    group = model.face_groups.get("eye_openings")
+    if group is None:
+        return faces
+    group = group.numpy()
+    drop = group if group.dtype == bool else np.isin(np.arange(len(faces)), group)
+    return faces[~drop]
+
+
 def get_fill(key, faces, n):
     if key not in FILL:
         FILL[key] = hole_fill(faces, n)
@@ -230,8 +241,11 @@ def make_sample(rng, dec, bgs, ict: IctTruth | None):
         code.identity, code.expression = s["identity"], s["expression"]
         with torch.no_grad():
             verts = dec.vertices(code)
-            out = render_with_eyes(verts, m.faces.numpy(), m.albedo(code.albedo).clamp(0, 1), cam, code.sh, bg,
-                                   get_fill("default", m.faces.numpy(), m.n_vertices))
+            # the Face Mesh topology covers the eyes with skin triangles: open them so that the
+            # renders show eyes (as the ICT renders do) instead of a mask that confuses the detector
+            faces = open_eyes(m)
+            out = render_with_eyes(verts, faces, m.albedo(code.albedo).clamp(0, 1), cam, code.sh, bg,
+                                   get_fill("default", faces, m.n_vertices))
         gt = verts[0].double().numpy()
     else:
         shape = torch.from_numpy(ict.sample(rng)).float()[None]
@@ -327,6 +341,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared 2-core machine)")
     ap.add_argument("--no-ict", action="store_true", help="skip the cross-model (ICT-FaceKit ground truth) run")
     ap.add_argument("--iterations", type=int, default=None, help="photometric iterations (default: FitOptions)")
+    ap.add_argument("--sigma", type=float, default=None, help="landmark noise in crop px (default: FitOptions)")
     ap.add_argument("--examples", default=None, help="folder for a few input/overlay example images")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -334,12 +349,14 @@ def main(argv=None):
     opts = FitOptions()
     if args.iterations is not None:
         opts.photo_iterations = args.iterations
+    if args.sigma is not None:
+        opts.sigma = args.sigma
     ex = None
     if args.examples:
         ex = Path(args.examples)
         ex.mkdir(parents=True, exist_ok=True)
     print(f"bench_fit: {n} synthetic faces per run, {SIZE}x{SIZE}, focal {FOCAL:.0f} px, torch threads {args.threads}, "
-          f"photometric iterations {opts.photo_iterations}, crop {opts.crop_size} px")
+          f"photometric iterations {opts.photo_iterations}, crop {opts.crop_size} px, landmark sigma {opts.sigma} px")
     run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex)
     if not args.no_ict:
         if (ICT_DIR / "ict_face_area_morphs.npz").exists():
