@@ -68,25 +68,22 @@ def batched_face_index(faces: torch.Tensor, B: int, V: int) -> torch.Tensor:
     return (f[None, :] + (torch.arange(B, device=faces.device) * V)[:, None]).reshape(-1)
 
 
-class _FaceToVertex(torch.autograd.Function):
-    """out[corner_idx[k, m]] += src[m] for k = 0, 1, 2 (each face value to its 3 vertices)."""
-
-    @staticmethod
-    def forward(ctx, src, corner_idx, n):
-        ctx.save_for_backward(corner_idx)
-        out = torch.zeros(n, src.shape[1], dtype=src.dtype, device=src.device)
-        src = src.contiguous()
-        for k in range(3):
-            scatter_add_rows_(out, corner_idx[k], src)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (idx,) = ctx.saved_tensors
-        return g.index_select(0, idx[0]) + g.index_select(0, idx[1]) + g.index_select(0, idx[2]), None, None
+def vertex_major_face_index(faces: torch.Tensor, B: int, V: int) -> torch.Tensor:
+    """(3*B*F,) column indices into a (C, B*V) vertex table, corner-major: entry ``k*B*F + b*F + f``
+    is corner k of face f of mesh b."""
+    ft = faces.t()
+    if B == 1:
+        return ft.reshape(-1)
+    return (ft[:, None, :] + (torch.arange(B, device=faces.device) * V)[None, :, None]).reshape(-1)
 
 
-def face_to_vertex_sum(src: torch.Tensor, faces: torch.Tensor, B: int, V: int) -> torch.Tensor:
-    """Sum per-face rows (B*F, C) onto the faces' vertices -> (B*V, C), differentiable."""
-    idx = batched_face_index(faces, B, V).view(B, -1, 3).permute(2, 0, 1).reshape(3, -1).contiguous()
-    return _FaceToVertex.apply(src, idx, B * V)
+def gather_face_corners(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(C, 3, B*F) corner values of every face from verts (B, V, C), differentiable.
+
+    Element ``[c, k, b*F + f]`` is coordinate c of corner k of face f of mesh b: the gather runs
+    on a transposed (C, B*V) copy so that each coordinate row is contiguous (much faster than a
+    row gather followed by a permute, in both directions).
+    """
+    B, V, C = verts.shape
+    vt = verts.reshape(B * V, C).t().contiguous()
+    return vt.index_select(1, vertex_major_face_index(faces, B, V)).view(C, 3, B * faces.shape[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import scatter_add_rows_
 from .raster import Fragments
 
 __all__ = ["interpolate", "sample_texture"]
@@ -29,10 +28,16 @@ class _Interp(torch.autograd.Function):
         a, bary, vidx = ctx.saved_tensors
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            rows = (bary[:, :, None] * go[:, None, :]).reshape(-1, go.shape[1])
-            ga = scatter_add_rows_(torch.zeros(ctx.n, go.shape[1], dtype=go.dtype, device=go.device), vidx.reshape(-1), rows)
+            # channel by channel into a (C, n) gradient: ga[vidx[p, i], ch] += bary[p, i] * go[p, ch]
+            # (1-D index_adds; a broadcast (P, 3, C) product and a row scatter are slower on the CPU)
+            C = go.shape[1]
+            gat = torch.zeros(C, ctx.n, dtype=go.dtype, device=go.device)
+            flat = vidx.reshape(-1)
+            for ch in range(C):
+                gat[ch].index_add_(0, flat, (bary * go[:, ch:ch + 1]).reshape(-1))
+            ga = gat.t()
         if ctx.needs_input_grad[1]:
-            gb = (a * go[:, None, :]).sum(-1)
+            gb = torch.bmm(a, go.to(a.dtype)[:, :, None]).squeeze(-1)  # (P, 3, C) @ (P, C, 1)
         return ga, gb, None
 
 

@@ -47,9 +47,11 @@ triangles. Gradients from silhouettes need :func:`facerig.render.antialias` or s
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
-from ._ops import batched_face_index, gather_rows
+from ._ops import gather_face_corners
 
 __all__ = ["Fragments", "rasterize", "face_coefficients"]
 
@@ -164,10 +166,7 @@ def face_coefficients(verts: torch.Tensor, faces: torch.Tensor, perspective_corr
             every per-candidate gather and arithmetic operation on contiguous memory.
         det: (B*F,) detached ``det M = w_0 w_1 w_2 A2`` (sign = facing, 0 = degenerate).
     """
-    B, F = verts.shape[0], faces.shape[0]
-    V = verts.shape[1]
-    tri = gather_rows(verts.reshape(B * V, 3), batched_face_index(faces, B, V)).view(B * F, 3, 3)
-    uvz = tri.permute(2, 1, 0).contiguous()  # (coordinate, vertex, B*F): contiguous rows
+    uvz = gather_face_corners(verts, faces)  # (coordinate, vertex, B*F): contiguous rows
     return _FaceTable.apply(uvz, perspective_correct)
 
 
@@ -327,7 +326,7 @@ def _visibility(table, det, tri_pix, B, F, H, W, K, z_near, z_far, cull, perspec
         ids = torch.repeat_interleave(torch.arange(lo, hi, device=device), cnt, output_size=n)
         ft = ftab.index_select(1, ids)  # (rows, n): contiguous rows
         start = (torch.cumsum(cnt, 0) - cnt).to(dtype)
-        idx = torch.arange(n, device=device, dtype=dtype) - start.index_select(0, ids - lo)
+        idx = torch.arange(n, device=device, dtype=dtype) - start.index_select(0, ids - lo if lo else ids)
         bwc = ft[ncoef + 2]
         dy = torch.floor((idx + 0.5) / bwc)
         dx = idx - dy * bwc
@@ -353,14 +352,15 @@ def _visibility(table, det, tri_pix, B, F, H, W, K, z_near, z_far, cull, perspec
             continue
         s = s.index_select(0, sel)
         depth = 1.0 / s if perspective_correct else s
-        fsel = itab.index_select(1, ids.index_select(0, sel))
-        pix = fsel[0] + (dy.index_select(0, sel) * W + dx.index_select(0, sel)).to(torch.int64)
+        isel = ids.index_select(0, sel)
+        # one 1-D gather per int64 row (an int64 gather along dim 1 is several times slower)
+        pix = itab[0].index_select(0, isel) + (dy.index_select(0, sel) * W + dx.index_select(0, sel)).to(torch.int64)
         if B > 1:
-            pix += fsel[2] * (H * W)
+            pix += itab[2].index_select(0, isel) * (H * W)
         bits = depth.to(torch.float32).view(torch.int32).to(torch.int64)
         if not perspective_correct:
             bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-        key = (bits << 32) | fsel[1]
+        key = (bits << 32) | itab[1].index_select(0, isel)
         if K == 1:
             keys[:, 0].scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
         else:
@@ -430,15 +430,20 @@ def rasterize(
         p2f = torch.full((B, H, W) + ((K,) if K > 1 else ()), -1, dtype=torch.int64, device=verts.device)
         bary = torch.zeros(p2f.shape + (3,), dtype=verts.dtype, device=verts.device)
         return Fragments(p2f, bary, -torch.ones(p2f.shape, dtype=verts.dtype, device=verts.device), (H, W), perspective_correct)
-    table, det = face_coefficients(verts, faces, perspective_correct)
+    uvz = gather_face_corners(verts, faces)
+    table, det = _FaceTable.apply(uvz, perspective_correct)
     with torch.no_grad():
-        tri_pix = verts.detach().reshape(-1, 3).index_select(0, batched_face_index(faces, B, verts.shape[1]))
+        tri_pix = uvz.detach().permute(2, 1, 0)  # (B*F, 3 vertices, 3 coordinates) view
         keys = _visibility(
-            table.detach(), det, tri_pix.view(B, F, 3, 3), B, F, H, W, K,
+            table.detach(), det, tri_pix, B, F, H, W, K,
             float(z_near), z_far, cull_backfaces, perspective_correct, int(max_candidates),
         )
-        empty = keys == _INT64_MAX
-        face = torch.where(empty, torch.full_like(keys, -1), keys & 0xFFFFFFFF)  # (BHW, K)
+        if sys.byteorder == "little":
+            # the low 32 bits of a key are the face index, and those of the empty key
+            # (INT64_MAX) are 0xFFFFFFFF = -1 as int32: one strided conversion instead of 3 passes
+            face = keys.view(torch.int32)[:, 0::2].to(torch.int64)  # (BHW, K)
+        else:
+            face = torch.where(keys == _INT64_MAX, torch.full_like(keys, -1), keys & 0xFFFFFFFF)
     bary, zbuf, compact = _bary_from_faces(table, face, B, F, H, W, perspective_correct)
     shape = (B, H, W) if K == 1 else (B, H, W, K)
     return Fragments(
@@ -467,11 +472,16 @@ def pixel_centres(H: int, W: int, dtype, device):
     return g
 
 
+def _sum3(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(0)`` of a (3, P) tensor as two row additions (a dim-0 reduction is slow on the CPU)."""
+    return x[0] + x[1] + x[2]
+
+
 class _PixelBary(torch.autograd.Function):
     """Barycentrics and depth of faces ``g`` (global ids) at pixel centres ``(u, v)``.
 
     Input: the (T, B*F) table of :func:`face_coefficients`. Fused forward/backward: the backward
-    is one flat index_add of the (T, P) row gradients into the table.
+    is one index_add along dim 1 of the (T, P) row gradients into the table.
     """
 
     @staticmethod
@@ -484,13 +494,13 @@ class _PixelBary(torch.autograd.Function):
         inv_w = t[7:10]
         c = e * inv_w
         if perspective:
-            inv = 1.0 / c.sum(0)
+            inv = 1.0 / _sum3(c)
             bary = c * inv
             z = inv
             ctx.save_for_backward(g, du, dv, e, inv_w, bary, inv, t[0:6])
         else:
             bary = c
-            z = (c * t[12:15]).sum(0)
+            z = _sum3(c * t[12:15])
             ctx.save_for_backward(g, du, dv, e, inv_w, c, t[12:15], t[0:6])
         ctx.perspective = perspective
         ctx.shape = table.shape
@@ -500,11 +510,11 @@ class _PixelBary(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gb, gz):
         T, N = ctx.shape
-        gb = gb.t()  # (3, P)
+        gb = gb.t().contiguous()  # (3, P): keeps every op below on contiguous rows
         rows = torch.empty(T, gb.shape[1], dtype=gb.dtype, device=gb.device)
         if ctx.perspective:
             g, du, dv, e, inv_w, bary, inv, ab = ctx.saved_tensors
-            gc = (gb - ((gb * bary).sum(0) + gz * inv)) * inv
+            gc = (gb - (_sum3(gb * bary) + gz * inv)) * inv
         else:
             g, du, dv, e, inv_w, c, zt, ab = ctx.saved_tensors
             gc = gb + gz * zt
@@ -514,11 +524,10 @@ class _PixelBary(torch.autograd.Function):
         rows[3:6] = ge * dv
         rows[6] = ge[0]
         rows[7:10] = gc * e
-        rows[10] = -(ge * ab[0:3]).sum(0)
-        rows[11] = -(ge * ab[3:6]).sum(0)
-        flat = (g[None, :] + torch.arange(T, device=g.device)[:, None] * N).reshape(-1)
-        gtab = torch.zeros(T * N, dtype=gb.dtype, device=gb.device).index_add_(0, flat, rows.reshape(-1))
-        return gtab.view(T, N), None, None, None, None
+        rows[10] = -_sum3(ge * ab[0:3])
+        rows[11] = -_sum3(ge * ab[3:6])
+        gtab = torch.zeros(T, N, dtype=gb.dtype, device=gb.device).index_add_(1, g, rows)
+        return gtab, None, None, None, None
 
 
 def _bary_from_faces(table, face, B, F, H, W, perspective_correct):

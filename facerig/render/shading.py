@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ._ops import batched_face_index, face_to_vertex_sum, gather_rows
+from ._ops import gather_face_corners, vertex_major_face_index
 
 __all__ = [
     "SH_CONSTANTS",
@@ -54,15 +54,21 @@ SH_CONSTANTS = (
 )
 
 
+def _face_normals_rows(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unnormalised face normals as contiguous coordinate rows (3, B*F)."""
+    p = gather_face_corners(verts, faces)  # (3 coordinates, 3 corners, B*F)
+    e1 = p[:, 1] - p[:, 0]
+    e2 = p[:, 2] - p[:, 0]
+    return e1.roll(-1, 0) * e2.roll(1, 0) - e1.roll(1, 0) * e2.roll(-1, 0)
+
+
 def face_normals(verts: torch.Tensor, faces: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """Face normals ``(v1 - v0) x (v2 - v0)`` (B, F, 3); unnormalised they have length 2 * area."""
-    B, V, _ = verts.shape
-    tri = gather_rows(verts.reshape(B * V, 3), batched_face_index(faces, B, V)).view(B, faces.shape[0], 3, 3)
-    p0, p1, p2 = tri.unbind(2)
-    e1 = p1 - p0
-    e2 = p2 - p0
-    n = e1.roll(-1, -1) * e2.roll(1, -1) - e1.roll(1, -1) * e2.roll(-1, -1)
-    return torch.nn.functional.normalize(n, dim=-1, eps=1e-20) if normalize else n
+    B = verts.shape[0]
+    n = _face_normals_rows(verts, faces)
+    if normalize:
+        n = _normalize_rows(n, 1e-20)
+    return n.t().reshape(B, faces.shape[0], 3)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -74,9 +80,18 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     if verts.ndim != 3 or verts.shape[-1] != 3:
         raise ValueError(f"verts must have shape (B, V, 3), got {tuple(verts.shape)}")
     B, V, _ = verts.shape
-    fn = face_normals(verts, faces, normalize=False)  # (B, F, 3)
-    acc = face_to_vertex_sum(fn.reshape(-1, 3), faces, B, V).view(B, V, 3)
-    return torch.nn.functional.normalize(acc, dim=-1, eps=1e-20)
+    fn = _face_normals_rows(verts, faces)  # (3, B*F)
+    idx = vertex_major_face_index(faces, B, V).view(3, -1)
+    acc = torch.zeros(3, B * V, dtype=fn.dtype, device=fn.device)
+    for k in range(3):
+        acc = acc.index_add(1, idx[k], fn)
+    return _normalize_rows(acc, 1e-20).t().reshape(B, V, 3)
+
+
+def _normalize_rows(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``normalize(x, dim=0)`` for (3, N) (explicit rows: a dim-0 norm of 3 rows is slow on the CPU)."""
+    sq = torch.addcmul(torch.addcmul(x[0] * x[0], x[1], x[1]), x[2], x[2])
+    return x / sq.sqrt().clamp_min(eps)
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
