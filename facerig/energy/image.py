@@ -40,6 +40,15 @@ def to_batched_image(image, name: str = "image") -> tuple[Tensor, tuple[int, ...
     return x, shape
 
 
+def _image_pair_float64(a, b, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:
+    """Two images of the same shape as ``(B, H, W, C)`` float64 tensors on ``a``'s device."""
+    a4, _ = to_batched_image(a, name_a)
+    b4, _ = to_batched_image(b, name_b)
+    if a4.shape != b4.shape:
+        raise ValueError(f"{name_b}: shape {tuple(b4.shape)} does not match {name_a} {tuple(a4.shape)}")
+    return a4.double(), b4.to(dtype=torch.float64, device=a4.device)
+
+
 def rof_energy(u: Tensor, f: Tensor, weight: float, isotropic: bool = True, channels: str = "separate") -> Tensor:
     """ROF energy ``1/2 ||u - f||^2 + weight * TV(u)`` per image.
 
@@ -54,11 +63,7 @@ def rof_energy(u: Tensor, f: Tensor, weight: float, isotropic: bool = True, chan
     Returns:
         ``(B,)`` float64 energies (``B = 1`` for unbatched inputs).
     """
-    u4, _ = to_batched_image(u, "u")
-    f4, _ = to_batched_image(f, "f")
-    if u4.shape != f4.shape:
-        raise ValueError(f"f: shape {tuple(f4.shape)} does not match u {tuple(u4.shape)}")
-    u4, f4 = u4.double(), f4.to(dtype=torch.float64, device=u4.device)
+    u4, f4 = _image_pair_float64(u, f, "u", "f")
     tv = pointwise_norm(finite_diff(u4), isotropic, channels).sum(dim=(0, 2, 3, 4))
     return 0.5 * (u4 - f4).square().sum(dim=(1, 2, 3)) + weight * tv
 
@@ -246,10 +251,7 @@ def psnr(pred, target, data_range: float = 1.0) -> Tensor:
     Returns:
         ``(B,)`` float64 tensor (``B = 1`` for unbatched inputs).
     """
-    p, _ = to_batched_image(pred, "pred")
-    t, _ = to_batched_image(target, "target")
-    if p.shape != t.shape:
-        raise ValueError(f"target: shape {tuple(t.shape)} does not match pred {tuple(p.shape)}")
     check_nonneg(data_range, "data_range", strict=True)
-    mse = (p.double() - t.to(dtype=torch.float64, device=p.device)).square().mean(dim=(1, 2, 3))
+    p, t = _image_pair_float64(pred, target, "pred", "target")
+    mse = (p - t).square().mean(dim=(1, 2, 3))
     return 10.0 * torch.log10(data_range**2 / mse.clamp(min=1e-30))

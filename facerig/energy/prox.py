@@ -25,7 +25,7 @@ from facerig.energy._checks import (
     check_positive_int,
     per_sample,
 )
-from facerig.energy.ops import TV_LIPSCHITZ, check_signal, pointwise_norm
+from facerig.energy.ops import TV_LIPSCHITZ, check_signal, finite_diff, pointwise_norm
 from facerig.energy.solvers import SolverResult
 
 __all__ = ["soft_threshold", "prox_l1", "prox_tv", "project_box", "project_fixed"]
@@ -185,12 +185,7 @@ def _add_grad(q: list[Tensor], u: Tensor, scale) -> None:
 def _rof_primal_dual(x, u, p, weight, ndim, isotropic, channels, lower, upper):
     """Per-sample primal energy P(u), dual energy D(p) of the ROF problem (see prox_tv)."""
     red = tuple(range(1, x.dim()))
-    g = torch.stack([torch.zeros_like(u)] * ndim)
-    for d in range(ndim):
-        axis = 1 + d
-        n = u.shape[axis]
-        if n > 1:
-            g[d].narrow(axis, 0, n - 1).copy_(u.narrow(axis, 1, n - 1) - u.narrow(axis, 0, n - 1))
+    g = finite_diff(u, ndim)
     tv = pointwise_norm(g, isotropic, channels).sum(dim=(0, *range(2, g.dim())))
     w = weight.reshape(-1) if isinstance(weight, Tensor) else weight
     primal = 0.5 * (u - x).square().sum(dim=red) + w * tv
