@@ -49,108 +49,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facerig.face import FaceDecoder, FitOptions, fit_image  # noqa: E402
-from facerig.face.decoder import SH_AMBIENT  # noqa: E402
+from facerig.face.decoder import make_camera  # noqa: E402
+from facerig.face.synthetic import FaceRenderer, SyntheticFaces, random_crop  # noqa: E402
 from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama  # noqa: E402
-from facerig.render import PerspectiveCamera, axis_angle_to_matrix, matrix_to_axis_angle, render_mesh  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ICT_DIR = REPO.parent / "shared" / "data" / "ict-facekit"
 SIZE = 256
 FOCAL = 2.5 * SIZE
-BACKGROUNDS = ("coffee", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon",
-               "coins", "retina")
-
-
-def backgrounds():
-    import skimage.data as d
-    from skimage.color import gray2rgb
-    out = []
-    for name in BACKGROUNDS:
-        try:
-            im = getattr(d, name)()
-        except Exception:  # noqa: BLE001 - optional data files
-            continue
-        if im.ndim == 2:
-            im = gray2rgb(im)
-        im = im[..., :3]
-        if im.dtype != np.uint8:
-            im = (np.clip(im, 0, 1) * 255).astype(np.uint8) if im.max() <= 1 else im.astype(np.uint8)
-        if min(im.shape[:2]) >= SIZE:
-            out.append(im)
-    return out
-
-
-def random_background(rng, bgs):
-    im = bgs[rng.integers(len(bgs))]
-    h, w = im.shape[:2]
-    y, x = rng.integers(0, h - SIZE + 1), rng.integers(0, w - SIZE + 1)
-    return torch.from_numpy(im[y:y + SIZE, x:x + SIZE].astype(np.float32) / 255.0)
-
-
-def random_pose(rng):
-    yaw, pitch, roll = np.radians(rng.uniform(-60, 60)), np.radians(rng.uniform(-30, 30)), np.radians(rng.uniform(-10, 10))
-    R = (axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0])) @ axis_angle_to_matrix(torch.tensor([pitch, 0.0, 0.0]))
-         @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, roll])))
-    return matrix_to_axis_angle(R), float(np.degrees(yaw)), float(np.degrees(pitch))
-
-
-def random_sh(rng):
-    sh = torch.zeros(1, 9, 3)
-    amb = rng.uniform(0.8, 1.2)
-    tint = 1 + rng.normal(0, 0.05, 3)
-    sh[0, 0] = torch.tensor(SH_AMBIENT * amb * tint, dtype=torch.float32)
-    sh[0, 1:4] = torch.tensor(rng.normal(0, 0.2, (3, 1)) * SH_AMBIENT * amb * np.ones((1, 3)), dtype=torch.float32)
-    sh[0, 4:] = torch.tensor(rng.normal(0, 0.05, (5, 1)) * SH_AMBIENT * amb * np.ones((1, 3)), dtype=torch.float32)
-    return sh
-
-
-def hole_fill(faces: np.ndarray, n_verts: int):
-    """Close the mesh's inner boundary loops (eye holes): every boundary loop but the longest gets a
-    fan of triangles around a new centre vertex. Returns (loops, new faces (F', 3)); the centre of
-    loop k is vertex ``n_verts + k``. Only for the renders: the ground truth keeps the original mesh."""
-    from collections import defaultdict
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    key = defaultdict(int)
-    for a, b in e:
-        key[(min(a, b), max(a, b))] += 1
-    nxt = {}
-    for a, b in e:  # boundary edges keep their direction (the face's winding)
-        if key[(min(a, b), max(a, b))] == 1:
-            nxt[a] = b
-    loops, seen = [], set()
-    for start in list(nxt):
-        if start in seen:
-            continue
-        loop, v = [], start
-        while v not in seen and v in nxt:
-            seen.add(v)
-            loop.append(v)
-            v = nxt[v]
-        loops.append(loop)
-    loops.sort(key=len)
-    inner = loops[:-1]
-    new = [faces]
-    for k, loop in enumerate(inner):
-        c = n_verts + k
-        new.append(np.array([[loop[(i + 1) % len(loop)], loop[i], c] for i in range(len(loop))]))
-    return inner, np.concatenate(new)
-
-
-def render_with_eyes(verts, faces, colors, cam, sh, bg, fill):
-    """Render with the eye holes closed by a fan (sclera-white rim, dark iris centre set back 0.3 cm)."""
-    loops, faces_f = fill
-    extra_v, extra_c = [], []
-    rim_c = colors.clone()
-    for loop in loops:
-        ring = verts[:, loop]
-        centre = ring.mean(1)
-        centre = centre + torch.tensor([0.0, 0.0, 0.3])
-        extra_v.append(centre)
-        extra_c.append(torch.tensor([[0.12, 0.08, 0.06]]).expand(verts.shape[0], 3))
-        rim_c[:, loop] = torch.tensor([0.85, 0.82, 0.78])
-    v = torch.cat([verts, torch.stack(extra_v, 1)], 1) if extra_v else verts
-    c = torch.cat([rim_c, torch.stack(extra_c, 1)], 1) if extra_c else colors
-    return render_mesh(v, torch.from_numpy(faces_f), cam, (SIZE, SIZE), colors=c, sh_coeffs=sh, background=bg)
 
 
 def aligned_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -192,6 +98,7 @@ class IctTruth:
         # albedo transfer: nearest default vertex of every ICT vertex (in the ICT frame)
         from scipy.spatial import cKDTree
         _, self.nearest = cKDTree(mean @ R.T + t).query(self.neutral)
+        self.renderer = FaceRenderer(self.faces, n)  # eye holes closed for the renders only
 
     def sample(self, rng, expr_scale=0.5):
         c = rng.standard_normal(len(self.id_deltas))
@@ -204,74 +111,30 @@ class IctTruth:
         return (shape_model_frame[self.tri] * self.bary[..., None]).sum(1)
 
 
-FILL: dict = {}
-
-
-def open_eyes(model) -> np.ndarray:
-    """The model's faces (F', 3) without its ``eye_openings`` face group (a boolean mask or indices)."""
-    faces = model.faces.numpy()
-    group = model.face_groups.get("eye_openings")
-    if group is None:
-        return faces
-    group = group.numpy()
-    drop = group if group.dtype == bool else np.isin(np.arange(len(faces)), group)
-    return faces[~drop]
-
-
-def get_fill(key, faces, n):
-    if key not in FILL:
-        FILL[key] = hole_fill(faces, n)
-    return FILL[key]
-
-
-def make_sample(rng, dec, bgs, ict: IctTruth | None):
-    m = dec.model
-    g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
-    s = m.sample(1, g, expression_scale=0.5)
-    code = dec.zero_code(1, image_size=SIZE)
-    rot, yaw, pitch = random_pose(rng)
-    code.rotation = rot[None].float()
-    code.translation = code.translation + torch.tensor([[rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5),
-                                                          rng.uniform(10, 30)]], dtype=torch.float32)
-    code.sh = random_sh(rng)
-    code.albedo = s["albedo"] * 0.5
-    bg = random_background(rng, bgs)[None]
-    cam = PerspectiveCamera(torch.tensor([FOCAL]), torch.tensor([FOCAL]), torch.tensor([SIZE / 2]), torch.tensor([SIZE / 2]))
+def make_sample(rng, gen: SyntheticFaces, ict: IctTruth | None):
+    """One benchmark face: a default-model face from ``gen`` or, with ``ict``, an ICT-FaceKit face under
+    the same random pose, light, albedo and background. Returns (image, gt (468, 3) camera frame cm,
+    gt iBUG-68 px or None, yaw, pitch, gt MediaPipe-468 px or None)."""
     if ict is None:
-        code.identity, code.expression = s["identity"], s["expression"]
-        with torch.no_grad():
-            verts = dec.vertices(code)
-            # the Face Mesh topology covers the eyes with skin triangles: open them so that the
-            # renders show eyes (as the ICT renders do) instead of a mask that confuses the detector
-            faces = open_eyes(m)
-            out = render_with_eyes(verts, faces, m.albedo(code.albedo).clamp(0, 1), cam, code.sh, bg,
-                                   get_fill("default", faces, m.n_vertices))
-        gt = verts[0].double().numpy()
-    else:
-        shape = torch.from_numpy(ict.sample(rng)).float()[None]
-        with torch.no_grad():
-            verts = code.transform(shape)
-            colors = m.albedo(code.albedo).clamp(0, 1)[0][torch.from_numpy(ict.nearest)]
-            out = render_with_eyes(verts, ict.faces, colors[None], cam, code.sh, bg,
-                                   get_fill("ict", ict.faces, len(ict.neutral)))
-        gt = ict.points468(verts[0].double().numpy())
-    img = (out.image[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        s = gen.sample(rng)
+        return s.image, s.vertices, s.landmarks68, s.yaw, s.pitch, s.landmarks468
+    m = gen.dec.model
+    code, yaw, pitch, _ = gen.random_code(rng)
+    bg = torch.from_numpy(random_crop(rng, gen.photos, SIZE).astype(np.float32) / 255.0)[None]
+    cam = make_camera(code.focal, (SIZE, SIZE))
+    shape = torch.from_numpy(ict.sample(rng)).float()[None]
     with torch.no_grad():
-        if ict is None:
-            gt_lm = dec.landmarks2d(code, (SIZE, SIZE), kind="ibug68")[0].numpy()
-        else:
-            gt_lm = None
-    gt468 = None
-    if ict is None:
-        with torch.no_grad():
-            gt468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
-    return img, gt, gt_lm, yaw, pitch, gt468
+        verts = code.transform(shape)
+        colors = m.albedo(code.albedo).clamp(0, 1)[0][torch.from_numpy(ict.nearest)]
+        out = ict.renderer(verts, colors[None], cam, (SIZE, SIZE), code.sh, bg)
+    img = (out.image[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    return img, ict.points468(verts[0].double().numpy()), None, yaw, pitch, None
 
 
 def run(n, seed, ict_model, opts, label, save_examples=None):
     from facerig.landmarks import detect_landmarks
     dec = FaceDecoder("default")
-    bgs = backgrounds()
+    gen = SyntheticFaces(dec, size=SIZE, focal=FOCAL)
     rng = np.random.default_rng(seed)
     ict = IctTruth(dec, ICT_DIR) if ict_model else None
     if ict is not None:
@@ -280,7 +143,7 @@ def run(n, seed, ict_model, opts, label, save_examples=None):
     keys = {"mean face (fitted pose)": "pose", "landmarks only": "landmarks", "photometric": "photometric"}
     lm_gt, lm_det, times, fit_times, missed, yaws = [], [], [], [], 0, []
     for i in range(n):
-        img, gt, gt_lm, yaw, pitch, gt468 = make_sample(rng, dec, bgs, ict)
+        img, gt, gt_lm, yaw, pitch, gt468 = make_sample(rng, gen, ict)
         faces = detect_landmarks(img, max_faces=1, refine=False)
         if not faces:
             missed += 1

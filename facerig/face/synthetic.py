@@ -1,0 +1,300 @@
+"""Synthetic faces with known ground truth: random graphic codes rendered over real-photo backgrounds.
+
+Used by the fitting benchmark, the encoder's self-supervised training data and the sample video of
+the rig demo. Everything is seeded (a ``numpy.random.Generator``), so a seed reproduces a sample.
+
+Rendering detail: the MediaPipe Face Mesh topology of the default model covers the eyes with skin
+triangles (its ``eye_openings`` face group). A face rendered like that shows no eyes and misleads
+the landmark detector, so :class:`FaceRenderer` drops that group and closes every inner boundary
+loop (the eye holes) with a fan around a new centre vertex set 0.3 cm back: a sclera-white rim and a
+dark iris centre. The ground-truth geometry (``SyntheticSample.vertices``) is the model's own mesh.
+
+Frames and units follow :mod:`facerig.face.decoder`: model frame in cm, OpenCV camera frame, pixel
+centres at +0.5, images (H, W, 3).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facerig.face.decoder import SH_AMBIENT, FaceDecoder, make_camera
+from facerig.model import GraphicCode
+from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh
+
+__all__ = ["BACKGROUND_PHOTOS", "background_photos", "random_crop", "random_rotation", "random_sh",
+           "open_eye_faces", "close_holes", "FaceRenderer", "SyntheticFaces", "SyntheticSample"]
+
+BACKGROUND_PHOTOS = ("coffee", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry",
+                     "moon", "coins", "retina")
+"""scikit-image sample photos used as backgrounds (none shows a human face)."""
+
+_PHOTO_CACHE: dict = {}
+
+
+def background_photos(min_side: int = 256, names=BACKGROUND_PHOTOS) -> list:
+    """scikit-image sample photos as (H, W, 3) uint8 RGB arrays whose shorter side is >= ``min_side``.
+
+    Photos that are missing (optional data files) are skipped; grayscale ones are replicated to RGB.
+    Raises RuntimeError if none is available.
+    """
+    import skimage.data as d
+
+    out = []
+    for name in dict.fromkeys(names):
+        if name not in _PHOTO_CACHE:
+            try:
+                im = np.asarray(getattr(d, name)())
+            except Exception:  # noqa: BLE001 - optional data files of scikit-image
+                _PHOTO_CACHE[name] = None
+                continue
+            if im.dtype != np.uint8:
+                im = (np.clip(im, 0, 1) * 255 + 0.5).astype(np.uint8) if im.max() <= 1 else im.astype(np.uint8)
+            if im.ndim == 2:
+                im = np.repeat(im[..., None], 3, axis=2)
+            _PHOTO_CACHE[name] = np.ascontiguousarray(im[..., :3])
+        im = _PHOTO_CACHE[name]
+        if im is not None and min(im.shape[:2]) >= min_side:
+            out.append(im)
+    if not out:
+        raise RuntimeError(f"no scikit-image background photo with a side >= {min_side} px is available")
+    return out
+
+
+def random_crop(rng: np.random.Generator, photos: list, size: int, scale_range=(1.0, 1.0)) -> np.ndarray:
+    """A random (size, size, 3) uint8 crop of a random photo of ``photos``.
+
+    ``scale_range`` (lo, hi): the crop covers ``size * s`` source pixels (s uniform in the range),
+    resized to ``size``; s > 1 needs photos larger than the crop.
+    """
+    im = photos[rng.integers(len(photos))]
+    h, w = im.shape[:2]
+    s = rng.uniform(*scale_range)
+    side = int(min(h, w, max(8, round(size * s))))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = im[y:y + side, x:x + side]
+    if side != size:
+        import cv2
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(crop)
+
+
+def random_rotation(rng: np.random.Generator, yaw: float = 60.0, pitch: float = 30.0, roll: float = 10.0):
+    """A head rotation ``R_yaw @ R_pitch @ R_roll`` with angles uniform in +-``yaw``/``pitch``/``roll`` degrees.
+
+    Returns ``(axis_angle (3,) float32 tensor, yaw_deg, pitch_deg, roll_deg)``; the axis-angle is the
+    :class:`~facerig.model.GraphicCode` ``rotation`` (applied after ``MODEL_TO_OPENCV``).
+    """
+    y, p, r = (np.radians(rng.uniform(-a, a)) for a in (yaw, pitch, roll))
+    R = (axis_angle_to_matrix(torch.tensor([0.0, y, 0.0])) @ axis_angle_to_matrix(torch.tensor([p, 0.0, 0.0]))
+         @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, r])))
+    return matrix_to_axis_angle(R).float(), float(np.degrees(y)), float(np.degrees(p)), float(np.degrees(r))
+
+
+def random_sh(rng: np.random.Generator, ambient=(0.8, 1.2), band1: float = 0.2, band2: float = 0.05,
+              tint: float = 0.05) -> Tensor:
+    """(1, 9, 3) random SH light in the renderer's basis: ambient level uniform in ``ambient`` with a
+    colour tint (relative std ``tint``), first-band terms of relative std ``band1`` and second-band of
+    ``band2`` (grey). Irradiance 1 corresponds to ``sh[0, 0] = SH_AMBIENT``."""
+    sh = torch.zeros(1, 9, 3)
+    amb = rng.uniform(*ambient)
+    sh[0, 0] = torch.tensor(SH_AMBIENT * amb * (1 + rng.normal(0, tint, 3)), dtype=torch.float32)
+    sh[0, 1:4] = torch.tensor(rng.normal(0, band1, (3, 1)) * SH_AMBIENT * amb * np.ones((1, 3)), dtype=torch.float32)
+    sh[0, 4:] = torch.tensor(rng.normal(0, band2, (5, 1)) * SH_AMBIENT * amb * np.ones((1, 3)), dtype=torch.float32)
+    return sh
+
+
+def open_eye_faces(model) -> np.ndarray:
+    """The model's faces (F', 3) int64 without its ``eye_openings`` face group (if it has one)."""
+    faces = model.faces.cpu().numpy()
+    group = model.face_groups.get("eye_openings")
+    if group is None:
+        return faces
+    group = group.cpu().numpy()
+    drop = group if group.dtype == bool else np.isin(np.arange(len(faces)), group)
+    return faces[~drop]
+
+
+def close_holes(faces: np.ndarray, n_verts: int):
+    """Close a mesh's inner boundary loops (all but the longest, the outer rim) with triangle fans.
+
+    Returns ``(loops, faces')``: the list of loops (vertex index lists, boundary order) and the faces
+    (F', 3) with the fans appended; the fan centre of loop k is the new vertex ``n_verts + k``.
+    """
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    count = defaultdict(int)
+    for a, b in e:
+        count[(min(a, b), max(a, b))] += 1
+    nxt = {a: b for a, b in e if count[(min(a, b), max(a, b))] == 1}  # boundary edges keep the winding
+    loops, seen = [], set()
+    for start in list(nxt):
+        if start in seen:
+            continue
+        loop, v = [], start
+        while v not in seen and v in nxt:
+            seen.add(v)
+            loop.append(int(v))
+            v = nxt[v]
+        loops.append(loop)
+    loops.sort(key=len)
+    inner = loops[:-1]
+    new = [faces]
+    for k, loop in enumerate(inner):
+        c = n_verts + k
+        new.append(np.array([[loop[(i + 1) % len(loop)], loop[i], c] for i in range(len(loop))], dtype=faces.dtype))
+    return inner, np.concatenate(new)
+
+
+class FaceRenderer:
+    """Photo-like renders of a mesh with open eyes (see the module docstring).
+
+    Args:
+        faces: (F, 3) triangles of the mesh to render (e.g. :func:`open_eye_faces`), numpy or tensor.
+        n_vertices: its vertex count.
+        iris_color, sclera_color: RGB in [0, 1].
+    """
+
+    def __init__(self, faces, n_vertices: int, iris_color=(0.12, 0.08, 0.06), sclera_color=(0.85, 0.82, 0.78)):
+        faces = faces.cpu().numpy() if isinstance(faces, Tensor) else np.asarray(faces)
+        self.loops, filled = close_holes(faces.astype(np.int64), n_vertices)
+        self.faces = torch.from_numpy(filled)
+        self.iris = torch.tensor(iris_color)
+        self.sclera = torch.tensor(sclera_color)
+
+    @classmethod
+    def for_model(cls, model) -> "FaceRenderer":
+        """The renderer of a :class:`~facerig.model.FaceModel` with its eye openings removed and closed."""
+        return cls(open_eye_faces(model), model.n_vertices)
+
+    def __call__(self, verts_cam: Tensor, colors: Tensor, camera, image_size, sh: Tensor, background=None):
+        """Render (no gradients needed, but they flow).
+
+        Args:
+            verts_cam: (B, V, 3) camera-frame vertices, cm.
+            colors: (B, V, 3) per-vertex albedo in [0, 1].
+            camera: a :class:`~facerig.render.PerspectiveCamera` (pixels).
+            image_size: (H, W).
+            sh: (B, 9, 3) SH light.
+            background: optional (B, H, W, 3) float in [0, 1].
+        Returns:
+            the :func:`facerig.render.render_mesh` output (``.image`` (B, H, W, 3), ``.alpha``).
+        """
+        B = verts_cam.shape[0]
+        dev, dt = verts_cam.device, verts_cam.dtype
+        v, c = [verts_cam], [colors.clone()]
+        for loop in self.loops:
+            centre = verts_cam[:, loop].mean(1) + torch.tensor([0.0, 0.0, 0.3], device=dev, dtype=dt)
+            v.append(centre[:, None])
+            c.append(self.iris.to(dev, dt).expand(B, 1, 3))
+            c[0][:, loop] = self.sclera.to(dev, dt)
+        return render_mesh(torch.cat(v, 1), self.faces.to(dev), camera, tuple(image_size), colors=torch.cat(c, 1),
+                           sh_coeffs=sh, background=background)
+
+
+@dataclass
+class SyntheticSample:
+    """One synthetic face.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB render over a photo background.
+        code: the :class:`~facerig.model.GraphicCode` (batch 1) that generated it (default model).
+        vertices: (V, 3) float64 camera-frame ground-truth vertices, cm.
+        landmarks68: (68, 2) projected iBUG-68 landmarks, pixels (x, y).
+        landmarks468: (468, 2) projected MediaPipe-468 landmarks, pixels, or None if the model has no map.
+        yaw, pitch, roll: head rotation, degrees.
+        focal: focal length, pixels; the principal point is the image centre.
+    """
+
+    image: np.ndarray
+    code: GraphicCode
+    vertices: np.ndarray
+    landmarks68: np.ndarray
+    landmarks468: np.ndarray | None
+    yaw: float
+    pitch: float
+    roll: float
+    focal: float
+
+
+class SyntheticFaces:
+    """Random faces of a face model rendered over random photo crops, with known codes.
+
+    The defaults are the fitting benchmark's distribution: identity and expression from the model's
+    priors (expression ``|N(0, 0.5^2)|`` x ``expression_scale``), albedo from its prior at
+    ``albedo_scale`` x its std, yaw +-60, pitch +-30, roll +-10 degrees, 60-80 cm away, +-1.5 cm
+    off-centre, :func:`random_sh` light, focal ``2.5 * size``.
+
+    Example::
+
+        gen = SyntheticFaces(size=256)
+        s = gen.sample(np.random.default_rng(0))   # SyntheticSample
+        s.image.shape, s.vertices.shape            # (256, 256, 3), (468, 3)
+    """
+
+    def __init__(self, decoder: FaceDecoder | str = "default", size: int = 256, focal: float | None = None,
+                 yaw: float = 60.0, pitch: float = 30.0, roll: float = 10.0, distance=(60.0, 80.0),
+                 offset: float = 1.5, expression_scale: float = 0.5, albedo_scale: float = 0.5, photos=None):
+        self.dec = decoder if isinstance(decoder, FaceDecoder) else FaceDecoder(decoder)
+        self.size = int(size)
+        self.focal = float(focal) if focal is not None else 2.5 * self.size
+        self.yaw, self.pitch, self.roll = yaw, pitch, roll
+        self.distance, self.offset = distance, offset
+        self.expression_scale, self.albedo_scale = expression_scale, albedo_scale
+        self.photos = photos if photos is not None else background_photos(self.size)
+        self.renderer = FaceRenderer.for_model(self.dec.model)
+
+    def random_code(self, rng: np.random.Generator) -> tuple:
+        """A random code (batch 1, float32) and its (yaw, pitch, roll) in degrees."""
+        m = self.dec.model
+        g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+        s = m.sample(1, g, expression_scale=self.expression_scale)
+        code = self.dec.zero_code(1, image_size=self.size)
+        rot, yaw, pitch, roll = random_rotation(rng, self.yaw, self.pitch, self.roll)
+        code.rotation = rot[None].to(code.rotation.dtype)
+        # the zero code puts the mean face's centroid on the optical axis: offset it from there
+        dx, dy, z = rng.uniform(-self.offset, self.offset), rng.uniform(-self.offset, self.offset), rng.uniform(*self.distance)
+        base = code.translation[0]
+        code.translation = code.translation + torch.tensor([[dx, dy, z - float(base[2])]], dtype=code.translation.dtype)
+        code.focal = torch.full_like(code.focal, self.focal)
+        code.sh = random_sh(rng).to(code.sh.dtype)
+        code.identity, code.expression = s["identity"], s["expression"]
+        code.albedo = s["albedo"] * self.albedo_scale
+        return code, yaw, pitch, roll
+
+    def render(self, code: GraphicCode, background: np.ndarray | Tensor | None = None) -> np.ndarray:
+        """Render a code of the model (batch B) over ``background`` ((B,) H, W, 3 uint8 or float; None =
+        black) at this generator's size and focal. Returns (B, H, W, 3) uint8."""
+        S = self.size
+        if background is not None:
+            bg = torch.as_tensor(np.asarray(background) if not isinstance(background, Tensor) else background)
+            bg = bg.float() / 255.0 if bg.dtype == torch.uint8 else bg.float()
+            if bg.ndim == 3:
+                bg = bg[None]
+            bg = bg.expand(code.batch_size, S, S, 3)
+        else:
+            bg = None
+        with torch.no_grad():
+            verts = self.dec.vertices(code).float()
+            cols = self.dec.model.albedo(code.albedo).clamp(0, 1).float()
+            cam = make_camera(code.focal.float(), (S, S))
+            out = self.renderer(verts, cols, cam, (S, S), code.sh.float(), bg)
+        return (out.image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+    def sample(self, rng: np.random.Generator) -> SyntheticSample:
+        """One random face (see the class docstring)."""
+        code, yaw, pitch, roll = self.random_code(rng)
+        bg = random_crop(rng, self.photos, self.size)
+        img = self.render(code, bg)[0]
+        S = (self.size, self.size)
+        with torch.no_grad():
+            verts = self.dec.vertices(code)[0].double().numpy()
+            lm68 = self.dec.landmarks2d(code, S, kind="ibug68")[0].double().numpy()
+            lm468 = (self.dec.landmarks2d(code, S, kind="mediapipe468")[0].double().numpy()
+                     if "mediapipe468" in self.dec.model.landmark_maps else None)
+        return SyntheticSample(img, code, verts, lm68, lm468, yaw, pitch, roll, self.focal)
