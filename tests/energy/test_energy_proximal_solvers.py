@@ -108,3 +108,52 @@ def test_callback_stops_and_per_sample_step():
         fista(torch.zeros(3, 25), grad=grad, step=1.0, tol=1e-3)
     with pytest.raises(ValueError, match="x0"):
         fista(torch.full((3, 25), float("inf")), grad=grad, step=1.0)
+
+
+def test_adaptive_restart_reaches_optimum_faster_on_strongly_convex_problem():
+    """O'Donoghue-Candes restart: same optimum, and linear convergence where plain FISTA ripples."""
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(2, 60, 30, generator=g, dtype=torch.float64)  # full column rank: strongly convex
+    b = torch.randn(2, 60, generator=g, dtype=torch.float64)
+    lam = 0.5
+    f, grad, prox, gfun = lasso_parts(A, b, lam)
+    L = float(torch.linalg.matrix_norm(A, ord=2).max() ** 2)
+    x0 = torch.zeros(2, 30, dtype=torch.float64)
+    star = fista(x0, f=f, grad=grad, prox=prox, g=gfun, step=1 / L, max_iter=20000, tol=1e-15, restart="gradient")
+    e_star = f(star.x) + gfun(star.x)
+    errs = {}
+    for restart in (None, "gradient", "function"):
+        r = fista(x0, f=f, grad=grad, prox=prox, g=gfun, step=1 / L, max_iter=150, restart=restart)
+        errs[restart] = float(((f(r.x) + gfun(r.x) - e_star) / e_star).max())
+    assert errs["gradient"] < 1e-10 and errs["function"] < 1e-10
+    assert errs[None] > 100 * errs["gradient"]
+    # ISTA ignores restart; monotone + restart still never increases the energy
+    mono = fista(x0, f=f, grad=grad, prox=prox, g=gfun, step=1 / L, max_iter=100, monotone=True, restart="gradient")
+    assert torch.all(torch.tensor(mono.history).diff() <= 1e-9)
+    with pytest.raises(ValueError, match="restart"):
+        fista(x0, grad=grad, prox=prox, step=1 / L, restart="sometimes")
+    with pytest.raises(ValueError, match="restart='function' needs"):
+        fista(x0, grad=grad, prox=prox, step=1 / L, restart="function")
+
+
+def test_check_every_tests_tolerance_only_every_k_iterations():
+    A, b = lasso_problem(seed=4)
+    f, grad, prox, gfun = lasso_parts(A, b, 1.0)
+    L = float(torch.linalg.matrix_norm(A, ord=2).max() ** 2)
+    x0 = torch.zeros(3, 25, dtype=torch.float64)
+    calls = {"n": 0}
+
+    def counted_f(x):
+        calls["n"] += 1
+        return f(x)
+
+    every = fista(x0, f=counted_f, grad=grad, prox=prox, g=gfun, step=1 / L, max_iter=5000, tol=1e-10,
+                  history_every=10 ** 6)
+    n_every = calls["n"]
+    calls["n"] = 0
+    sparse = fista(x0, f=counted_f, grad=grad, prox=prox, g=gfun, step=1 / L, max_iter=5000, tol=1e-10,
+                   check_every=7, history_every=10 ** 6)
+    assert every.stop_reason == sparse.stop_reason == "tol"
+    assert sparse.n_iter % 7 == 0 and calls["n"] == sparse.n_iter // 7
+    assert n_every == every.n_iter
+    assert torch.allclose(every.x, sparse.x, atol=1e-4)

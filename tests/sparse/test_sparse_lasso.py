@@ -119,3 +119,59 @@ def test_float32_and_torch_in_torch_out():
     Y64 = sparse_encode(X, D, 0.2, tol=1e-10)
     assert isinstance(Y64, np.ndarray) and Y64.dtype == np.float64
     np.testing.assert_allclose(Y.numpy(), Y64, atol=2e-3)
+
+
+def test_solve_on_support_matches_dense_solves_and_flags_singular_systems():
+    from facerig.sparse.lasso import _solve_on_support
+
+    rng = np.random.default_rng(7)
+    D = rng.standard_normal((12, 10))
+    D[11] = D[3]                                   # a duplicated atom: singular when both are in S
+    X = rng.standard_normal((40, 10))
+    G, Z = D @ D.T, X @ D.T
+    S = rng.random((40, 12)) < 0.3
+    S[:, 11] &= ~S[:, 3]
+    S[0] = False                                   # empty support -> zero code
+    S[1, :] = False
+    S[1, [3, 11]] = True                           # singular
+    signs = np.where(rng.random((40, 12)) < 0.5, -1.0, 1.0) * S
+    alpha = 0.3
+    out = _solve_on_support(torch.as_tensor(S), torch.as_tensor(signs), torch.as_tensor(Z), torch.as_tensor(G),
+                            alpha).numpy()
+    assert np.all(out[0] == 0) and np.all(np.isnan(out[1, [3, 11]]))
+    for i in range(2, 40):
+        idx = np.flatnonzero(S[i])
+        ref = np.zeros(12)
+        if idx.size:
+            ref[idx] = np.linalg.solve(G[np.ix_(idx, idx)], Z[i, idx] - alpha * signs[i, idx])
+        np.testing.assert_allclose(out[i], ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("iter_dtype", ["auto", None])
+def test_polished_fista_is_certified_and_matches_pure_fista(iter_dtype):
+    X, D = _problem(n_atoms=40, n_features=20, n_samples=64, seed=8)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    tol = 1e-8
+    fast = lasso_solve(Xt, Dt, 0.2, tol=tol, max_iter=20000, polish=True, iter_dtype=iter_dtype)
+    pure = lasso_solve(Xt, Dt, 0.2, tol=1e-11, max_iter=100000, polish=False)
+    assert fast.converged and fast.stop_reason == "gap" and pure.converged
+    gap, primal, _ = lasso_duality_gap(Xt, fast.codes, Dt, 0.2)
+    assert bool((gap <= tol * primal).all())
+    assert bool(((fast.objective - pure.objective) / pure.objective <= 1e-8).all())
+    assert sum(c for _, c in fast.stats["certified"]) == 64
+    assert fast.stats["solves"] >= 64
+
+
+def test_polished_fista_falls_back_to_classic_loop_on_singular_supports():
+    """Duplicated atoms make every support system with both copies singular: the uncertified samples
+    finish in the classic full-precision loop, still stopped by the duality gap."""
+    X, D = _problem(n_atoms=10, n_features=20, n_samples=16, seed=9)
+    D = np.concatenate([D, D[:3]])                 # atoms 10..12 duplicate atoms 0..2
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    res = lasso_solve(Xt, Dt, 0.1, tol=1e-7, max_iter=20000, polish=True, first_round=5)
+    assert res.converged and res.stop_reason == "gap"
+    assert bool((res.gap <= 1e-7 * res.objective).all())
+    ref = sparse_encode(X, D[:10], 0.1, tol=1e-10, max_iter=20000)  # same optimum without duplicates
+    assert np.allclose(res.objective.numpy(), _obj(X, ref, D[:10], 0.1), rtol=1e-6)
+    with pytest.raises(ValueError, match="iter_dtype"):
+        lasso_solve(Xt, Dt, 0.1, polish=True, iter_dtype="half")
