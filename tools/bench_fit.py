@@ -203,7 +203,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared 2-core machine)")
     ap.add_argument("--no-ict", action="store_true", help="skip the cross-model (ICT-FaceKit ground truth) run")
-    ap.add_argument("--iterations", type=int, default=None, help="photometric iterations (default: FitOptions)")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="photometric LM iterations in total (default: FitOptions.photo_schedule, 9)")
+    ap.add_argument("--solver", choices=("lm", "adam"), default=None,
+                    help="photometric solver (default: FitOptions, lm; adam = the previous 40-iteration Adam stage)")
     ap.add_argument("--sigma", type=float, default=None, help="landmark noise in crop px (default: FitOptions)")
     ap.add_argument("--examples", default=None, help="folder for a few input/overlay example images")
     args = ap.parse_args(argv)
@@ -214,12 +217,16 @@ def main(argv=None):
         opts.photo_iterations = args.iterations
     if args.sigma is not None:
         opts.sigma = args.sigma
+    if args.solver is not None:
+        opts.photo_solver = args.solver
     ex = None
     if args.examples:
         ex = Path(args.examples)
         ex.mkdir(parents=True, exist_ok=True)
     print(f"bench_fit: {n} synthetic faces per run, {SIZE}x{SIZE}, focal {FOCAL:.0f} px, torch threads {args.threads}, "
-          f"photometric iterations {opts.photo_iterations}, crop {opts.crop_size} px, landmark sigma {opts.sigma} px")
+          f"photometric solver {opts.photo_solver} " + (f"rounds (size px, iterations, landmark weight) {opts.photo_rounds()}"
+          if opts.photo_solver == "lm" else f"{opts.adam_iterations} iterations")
+          + f", crop {opts.crop_size} px, landmark sigma {opts.sigma} px")
     run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex)
     if not args.no_ict:
         if (ICT_DIR / "ict_face_area_morphs.npz").exists():

@@ -6,7 +6,8 @@
   jaw contour), robust photometric over the skin mask, Gaussian priors, temporal smoothness.
 * :func:`fit_image` / :func:`fit_faces` / :func:`fit_frames` - coarse-to-fine fitting of a photo
   (pose by PnP + Gauss-Newton, identity and expression by Levenberg-Marquardt on the landmarks,
-  photometric refinement of everything with Adam), or of N frames with one shared identity.
+  photometric refinement of everything by coarse-to-fine Levenberg-Marquardt with closed-form
+  Jacobians), or of N frames with one shared identity.
 
 Quick start::
 
@@ -22,12 +23,12 @@ from facerig.face.energy import (CodePrior, FaceObservation, LandmarkTerm, Photo
                                  contour_correspondence, contour_normals, face_energy, robust_residual,
                                  stacked_residuals)
 from facerig.face.fit import (FaceFit, FitOptions, MultiFrameFit, NoFaceError, fit_faces, fit_frames, fit_image,
-                              fit_observations)
+                              fit_observations, init_light_albedo)
 
 __all__ = [
     "FaceDecoder", "DecoderOutput", "SH_AMBIENT", "ambient_sh", "make_camera",
     "FaceObservation", "LandmarkTerm", "PhotometricTerm", "CodePrior", "TemporalTerm", "face_energy",
     "stacked_residuals", "contour_correspondence", "contour_normals", "robust_residual",
     "FaceFit", "FitOptions", "MultiFrameFit", "NoFaceError", "fit_image", "fit_faces", "fit_frames",
-    "fit_observations",
+    "fit_observations", "init_light_albedo",
 ]

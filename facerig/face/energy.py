@@ -245,11 +245,13 @@ class PhotometricTerm(Term):
         decoder: the :class:`FaceDecoder`.
         eps: Charbonnier smoothing (colour units in [0, 1]).
         antialias_edges: antialiased rendering (silhouette gradients; slower).
+        clamp: compare ``clamp(I_render, 0, 1)`` with the photo, like a camera that saturates
+            (over-exposed skin then costs nothing where the photo is white too; no gradient there).
     """
 
-    def __init__(self, decoder: FaceDecoder, eps: float = 0.02, antialias_edges: bool = False):
+    def __init__(self, decoder: FaceDecoder, eps: float = 0.02, antialias_edges: bool = False, clamp: bool = False):
         super().__init__()
-        self.decoder, self.eps, self.antialias_edges = decoder, float(eps), antialias_edges
+        self.decoder, self.eps, self.antialias_edges, self.clamp = decoder, float(eps), antialias_edges, bool(clamp)
 
     def render(self, x: FaceObservation, y: Tensor):
         return self.decoder(y, x.image_size, x.principal_point, antialias_edges=self.antialias_edges)
@@ -258,12 +260,14 @@ class PhotometricTerm(Term):
         if x.image is None:
             raise ValueError("x.image: the photometric term needs the photo (FaceObservation.image)")
         out = self.render(x, y)
-        w = out.skin * out.alpha
+        # perspective-correct barycentrics can dip just below 0 at triangle edges: keep weights >= 0
+        w = (out.skin * out.alpha).clamp(min=0)
         if x.valid is not None:
             w = w * x.valid.to(w.dtype)
         w = w.detach()
         area = w.reshape(w.shape[0], -1).sum(1).clamp(min=1.0)
-        return charbonnier(out.image, x.image.to(out.image.dtype), eps=self.eps, weight=w.expand_as(out.image)) / area
+        img = out.image.clamp(0.0, 1.0) if self.clamp else out.image
+        return charbonnier(img, x.image.to(img.dtype), eps=self.eps, weight=w.expand_as(img)) / area
 
 
 class CodePrior(Term):
@@ -335,11 +339,13 @@ class TemporalTerm(Term):
 def face_energy(decoder: FaceDecoder, *, landmarks: float = 1.0, photometric: float = 0.0,
                 identity: float = 1.0, expression: float = 1.0, albedo: float = 1.0, temporal: float = 0.0,
                 sigma: float = 1.0, delta: float | None = 3.0, tangent_weight: float = 0.1, photo_eps: float = 0.02,
-                temporal_scales: dict | None = None, antialias_edges: bool = False) -> WeightedSum:
+                temporal_scales: dict | None = None, antialias_edges: bool = False,
+                photo_clamp: bool = False) -> WeightedSum:
     """The face energy as a :class:`facerig.energy.terms.WeightedSum` of the terms above.
 
     Terms with weight 0 are left out. Priors use the model's standard deviations
-    (``identity_std``, ``expression_std``, ``albedo_std``).
+    (``identity_std``, ``expression_std``, ``albedo_std``). ``photo_clamp``: the photometric
+    term compares the render clamped to [0, 1] (see :class:`PhotometricTerm`).
 
     Returns:
         ``WeightedSum`` with terms named ``landmarks``, ``photometric``, ``identity``,
@@ -352,7 +358,7 @@ def face_energy(decoder: FaceDecoder, *, landmarks: float = 1.0, photometric: fl
     if landmarks > 0:
         terms["landmarks"] = (landmarks, LandmarkTerm(decoder, sigma, delta, tangent_weight))
     if photometric > 0:
-        terms["photometric"] = (photometric, PhotometricTerm(decoder, photo_eps, antialias_edges))
+        terms["photometric"] = (photometric, PhotometricTerm(decoder, photo_eps, antialias_edges, photo_clamp))
     if identity > 0 and m.n_identity:
         terms["identity"] = (identity, CodePrior(sizes, "identity", m.identity_std))
     if expression > 0 and m.n_expression:

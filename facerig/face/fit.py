@@ -16,15 +16,26 @@ with the core solvers of :mod:`facerig.energy.solvers`):
    silhouette between rounds (:func:`facerig.face.energy.contour_correspondence`).
 3. **Photometric refinement** of everything (identity, expression, albedo, pose, SH light):
    closed-form least-squares initialisation of SH light and albedo on the visible skin
-   vertices, then Adam on photometric + landmarks + priors, rendered at the crop's resolution.
+   vertices, then Levenberg-Marquardt (the core's :func:`~facerig.energy.solvers.levenberg_marquardt`)
+   on photometric + landmarks + priors, coarse to fine (``FitOptions.photo_schedule``: 4
+   iterations on an 80 px render with weak landmarks, then 2 at 120 px and 3 at the crop's
+   160 px without them - the detector's landmarks are biased by several pixels, so the photo decides). The
+   photometric residual is the signed square root of the Charbonnier loss of the render clamped
+   to [0, 1] (photos saturate) over the skin mask; its Jacobian is in closed form
+   (:func:`_vertex_jacobian`: linear shape model, rotation, projection, vertex normals, SH
+   irradiance; then perspective-correct barycentric interpolation with the visible triangle of
+   each pixel frozen, as one sparse product), with no autograd in the loop.
 
 :func:`fit_frames` does the same for N frames of one person: one identity and one albedo shared by
-all frames, per-frame expression, pose and light, and temporal smoothness terms.
+all frames, per-frame expression, pose and light, and temporal smoothness terms (its photometric
+stage couples the frames and runs the core's Adam, ``FitOptions.adam_iterations``).
 """
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +49,7 @@ from facerig.face.energy import (FaceObservation, contour_correspondence, contou
 from facerig.model import DEFAULT_FOCAL_FACTOR, FaceModel, GraphicCode
 
 __all__ = ["FaceFit", "MultiFrameFit", "NoFaceError", "FitOptions", "fit_image", "fit_faces", "fit_frames",
-           "fit_observations"]
+           "fit_observations", "init_light_albedo"]
 
 _PARTS = ("identity", "expression", "albedo", "rotation", "translation", "focal", "sh")
 # Jacobians of the landmark residuals by forward-mode autograd (torch.func.jacfwd, one tangent per
@@ -62,14 +73,25 @@ class FitOptions:
         focal_factor: focal length = ``focal_factor x max(H, W)`` pixels when ``focal`` is not given.
         pose_iterations, shape_rounds, shape_iterations: LM iterations of stage 1, rounds x
             iterations of stage 2.
-        photo_iterations: Adam iterations of stage 3 (0 = landmark-only fit).
+        photo_iterations: iterations of stage 3 (0 = landmark-only fit; None = the schedule's own
+            counts, 9 Levenberg-Marquardt iterations, or 40 for Adam). An int is spread over the
+            schedule's rounds in proportion (:meth:`photo_rounds`).
+        photo_solver: "lm" (Levenberg-Marquardt, default) or "adam" (the core's Adam on the same
+            energy; multi-frame fits always use Adam: their frames share identity and albedo).
+        photo_schedule: LM rounds ``((render size px, iterations, landmark weight), ...)``,
+            coarse to fine; the landmark weight replaces ``w_landmarks_photo`` in that round.
+        photo_damping: initial LM damping.
+        photo_clamp: compare the render clamped to [0, 1] with the photo (saturated pixels).
+        w_identity_lm, w_expression_lm: prior weights of the LM photometric stage (the Adam
+            variant uses w_identity_photo, w_expression_photo).
         photo_lr: Adam learning rate (whitened coefficients); photo_shape_lr: its factor for
             identity and expression (pose and light use fixed smaller factors).
         sigma: landmark noise in crop pixels; delta: Huber threshold (in sigmas).
         contour_weight: weight of the jaw / face-oval landmarks (the others have 1).
         w_identity, w_expression: prior weights of stage 2 (strong: detector landmarks carry
             biases of several pixels); w_identity_photo, w_expression_photo, w_albedo,
-            w_landmarks_photo, w_photometric: weights of stage 3 (the photometric term decides);
+            w_landmarks_photo (Adam; LM rounds set their own), w_photometric: weights of stage 3
+            (the photometric term decides);
         w_temporal: temporal smoothness weight (multi-frame).
         fit_identity_modes: number of leading identity modes left free (the rest stay 0).
     """
@@ -81,7 +103,7 @@ class FitOptions:
     pose_iterations: int = 10
     shape_rounds: int = 3
     shape_iterations: int = 6
-    photo_iterations: int = 40
+    photo_iterations: int | None = None
     photo_lr: float = 0.03
     photo_shape_lr: float = 1.0
     sigma: float = 2.0
@@ -96,6 +118,12 @@ class FitOptions:
     w_expression_photo: float = 2.0
     w_temporal: float = 10.0
     fit_identity_modes: int = 80
+    photo_solver: str = "lm"
+    photo_schedule: tuple = ((80, 4, 0.05), (120, 2, 0.0), (160, 3, 0.0))
+    photo_damping: float = 1e-3
+    photo_clamp: bool = True
+    w_identity_lm: float = 3.0
+    w_expression_lm: float = 5.0
 
     def __post_init__(self):
         if self.landmarks not in ("dense", "sparse"):
@@ -104,8 +132,39 @@ class FitOptions:
             raise ValueError(f"crop_size: expected >= 32 pixels, got {self.crop_size!r}")
         for name in ("pose_iterations", "shape_rounds", "shape_iterations", "photo_iterations"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
+            if (v is not None or name != "photo_iterations") and (not isinstance(v, int) or v < 0):
                 raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        if self.photo_solver not in ("lm", "adam"):
+            raise ValueError(f"photo_solver: expected 'lm' or 'adam', got {self.photo_solver!r}")
+        try:
+            rounds = [(int(r[0]), int(r[1]), float(r[2])) for r in self.photo_schedule]
+        except (TypeError, ValueError, IndexError):
+            rounds = None
+        if not rounds or any(r[0] < 8 or r[1] < 0 or r[2] < 0 for r in rounds):
+            raise ValueError("photo_schedule: expected rounds (render size >= 8 px, LM iterations >= 0, landmark "
+                             f"weight >= 0), e.g. ((80, 4, 0.05), (160, 3, 0.0)); got {self.photo_schedule!r}")
+        self.photo_schedule = tuple(rounds)
+
+    def photo_rounds(self) -> list:
+        """The Levenberg-Marquardt rounds of stage 3, ``[(render size px, iterations, landmark weight)]``:
+        ``photo_schedule``, its iteration counts rescaled to total ``photo_iterations`` when that is set."""
+        rounds = list(self.photo_schedule)
+        if self.photo_iterations is None:
+            return rounds
+        total = sum(r[1] for r in rounds) or 1
+        out, done, acc = [], 0, 0.0
+        for size, n, w in rounds:
+            acc += n * self.photo_iterations / total
+            k = int(round(acc)) - done
+            done += k
+            out.append((size, k, w))
+        return out
+
+    @property
+    def adam_iterations(self) -> int:
+        """Iterations of the Adam variant of stage 3 (``photo_solver="adam"`` and multi-frame fits):
+        ``photo_iterations``, default 40."""
+        return 40 if self.photo_iterations is None else self.photo_iterations
 
 
 @dataclass
@@ -121,7 +180,9 @@ class FaceFit:
             (camera frame), focal (input pixels), SH light (renderer basis, see
             :mod:`facerig.face.decoder`).
         vertices: (V, 3) camera-frame vertices, cm.
-        energies: per-term energy values at the solution (weighted, as minimised) and "total".
+        energies: per-term energy values at the solution and "total" (weighted by the
+            stage-3 weights: ``w_landmarks_photo``, ``w_photometric``, ``w_albedo`` and the LM's
+            ``w_identity_lm`` / ``w_expression_lm`` or Adam's ``w_identity_photo`` / ``w_expression_photo``).
         landmark_error_px: mean 2D distance (input pixels) between the fitted model's iBUG-68
             landmarks and the detected ones.
         landmark_error_dense_px: the same over all 468 Face Mesh points (None in sparse mode /
@@ -353,11 +414,17 @@ def _update_contour(dec: FaceDecoder, obs: FaceObservation, y: Tensor, own_ids: 
         obs.vertex_ids[:, c] = ids
 
 
-def _lm(energy, obs, packer, y, iters):
+def _lm(energy, obs, packer, y, iters, dec: FaceDecoder | None = None):
     if iters <= 0:
         return y
+    jacobian = JACOBIAN_MODE
+    if dec is not None and not packer.joint and all(p not in packer.layout for p in ("albedo", "sh")):
+        def jacobian(q):  # closed form (see _vertex_jacobian / _stacked_jacobian)
+            yq = packer.unpack(q)
+            pix, J = _vertex_jacobian(dec, packer, q, yq, obs.image_size, obs.principal_point, colours=False)
+            return _stacked_jacobian(energy, obs, packer, q, pix, J)
     res = levenberg_marquardt(_residual_fn(energy, obs, packer), packer.pack(y), max_iter=iters, damping=1e-3,
-                              tol=1e-7, jacobian=JACOBIAN_MODE)
+                              tol=1e-7, jacobian=jacobian)
     return packer.unpack(res.x).detach()
 
 
@@ -371,8 +438,16 @@ def _sample_image(image: Tensor, pts: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _init_light_albedo(dec: FaceDecoder, obs: FaceObservation, y: Tensor, shared_albedo: bool = False) -> Tensor:
-    """Closed-form SH light and albedo on the visible skin vertices (alternating linear least squares)."""
+def init_light_albedo(dec: FaceDecoder, obs: FaceObservation, y: Tensor, shared_albedo: bool = False) -> Tensor:
+    """Closed-form SH light and albedo on the visible skin vertices (alternating linear least squares).
+
+    Args:
+        dec: the decoder; obs: the observation (its ``image`` (B, H, W, 3) is sampled at the visible
+            vertices' projections); y: (B, D) code vectors (geometry and camera are kept).
+        shared_albedo: one albedo for all B samples (multi-frame fits).
+    Returns:
+        (B, D) the code with ``albedo`` and ``sh`` replaced.
+    """
     from facerig.render import rasterize, sh_basis, vertex_normals
 
     m = dec.model
@@ -437,6 +512,325 @@ def _init_light_albedo(dec: FaceDecoder, obs: FaceObservation, y: Tensor, shared
     code.sh = sh
     code.albedo = alb_coef
     return code.to_vector()
+
+
+def _vertex_jacobian(dec: FaceDecoder, pk: "_Packer", p: Tensor, y: Tensor, size, principal_point: Tensor,
+                     colours: bool = True, depth: bool = False):
+    """Projected vertices and shaded vertex colours of code vector ``y = pk.unpack(p)`` and their
+    Jacobian w.r.t. the packer's free parameters ``p``, in closed form (forward mode by hand:
+    linear shape model, rotation, pinhole projection, area-weighted vertex normals, SH irradiance).
+
+    Returns ``vals`` (B, V, 5) = (u, v, r, g, b) and ``J`` (B, V, 5, P); pixels of an image of
+    ``size`` with ``principal_point`` (B, 2) and the focal of ``y``. ``colours=False``: only the
+    projected positions, (B, V, 2) and (B, V, 2, P). ``depth=True``: the camera-frame depth z (cm)
+    is inserted after (u, v): (B, V, 6) = (u, v, z, r, g, b).
+    """
+    from facerig.render import axis_angle_to_matrix, sh_basis
+    from facerig.render.shading import SH_CONSTANTS
+    from facerig.model.code import model_to_opencv
+
+    m = dec.model
+    code = dec.as_code(y)
+    B, V = y.shape[0], m.n_vertices
+    dt, dev = y.dtype, y.device
+    P = p.shape[1]
+    faces = dec.faces.to(dev)
+    Mflip = model_to_opencv(dt, dev)
+    rot = code.rotation
+    Rm = axis_angle_to_matrix(rot)
+    R = Rm @ Mflip  # (B, 3, 3)
+    X = m.shape(code.identity, code.expression)  # (B, V, 3) model frame
+    cam = X @ R.transpose(1, 2) + code.translation[:, None]
+    Jc = torch.zeros(B, V, 3, P, dtype=dt, device=dev)  # d cam / d p
+    Ja = torch.zeros(B, V, 3, P, dtype=dt, device=dev)  # d albedo / d p
+    Jsh = {}
+    for part, (sl, k) in pk.layout.items():
+        s = pk.scales[part].to(dt)
+        if part in ("identity", "expression"):
+            basis = (m.identity_basis if part == "identity" else m.expression_basis).to(dt)  # (K, V, 3)
+            Jc[..., sl] = torch.einsum("bij,kvj->bvik", R, basis * s[:, None, None])
+        elif part == "translation":
+            Jc[..., sl] = torch.diag(s)[None, None].expand(B, V, 3, 3)
+        elif part == "rotation":
+            # dR/d rot_k of Rodrigues' formula: central differences in float64 (error ~1e-8)
+            h = 1e-6
+            r64 = rot.detach().to(torch.float64)[:, None, :] + torch.eye(3, dtype=torch.float64, device=dev) * h
+            r64m = r64 - 2 * h * torch.eye(3, dtype=torch.float64, device=dev)
+            dR = ((axis_angle_to_matrix(r64) - axis_angle_to_matrix(r64m)) / (2 * h)).permute(0, 2, 3, 1).to(dt)  # (B,3,3,3)
+            dRf = torch.einsum("bijk,jl->bilk", dR, Mflip)  # d(R Mflip)/d rot_k
+            Jc[..., sl] = torch.einsum("bvj,bijk->bvik", X, dRf) * s
+        elif part == "albedo":
+            Ja[..., sl] = torch.einsum("kvc->vck", m.albedo_basis.to(dt) * s[:, None, None])[None]
+        elif part == "sh":
+            Jsh["sl"], Jsh["s"] = sl, s
+    # projection
+    f = code.focal.reshape(B, 1)
+    z = cam[..., 2]
+    pix_u = f * cam[..., 0] / z + principal_point[:, 0:1]
+    pix_v = f * cam[..., 1] / z + principal_point[:, 1:2]
+    fz = f / z
+    Ju = fz[..., None] * (Jc[:, :, 0] - (cam[..., 0] / z)[..., None] * Jc[:, :, 2])
+    Jv = fz[..., None] * (Jc[:, :, 1] - (cam[..., 1] / z)[..., None] * Jc[:, :, 2])
+    if not colours:
+        return torch.stack([pix_u, pix_v], -1), torch.stack([Ju, Jv], 2)
+    # area-weighted vertex normals and their tangents
+    x0, x1, x2 = cam[:, faces[:, 0]], cam[:, faces[:, 1]], cam[:, faces[:, 2]]  # (B, F, 3)
+    d0, d1, d2 = Jc[:, faces[:, 0]], Jc[:, faces[:, 1]], Jc[:, faces[:, 2]]  # (B, F, 3, P)
+    e1, e2, de1, de2 = x1 - x0, x2 - x0, d1 - d0, d2 - d0
+
+    def cross_t(a, db):  # a (.., 3) x db (.., 3, P)
+        return torch.stack([a[..., 1, None] * db[..., 2, :] - a[..., 2, None] * db[..., 1, :],
+                            a[..., 2, None] * db[..., 0, :] - a[..., 0, None] * db[..., 2, :],
+                            a[..., 0, None] * db[..., 1, :] - a[..., 1, None] * db[..., 0, :]], -2)
+
+    dfn = cross_t(e1, de2) - cross_t(e2, de1)  # d(e1 x e2) = e1 x de2 + de1 x e2
+    fn = torch.linalg.cross(e1, e2, dim=-1)
+    msum = torch.zeros(B, V, 3, dtype=dt, device=dev)
+    dm = torch.zeros(B, V, 3, P, dtype=dt, device=dev)
+    for k in range(3):
+        msum = msum.index_add(1, faces[:, k], fn)
+        dm = dm.index_add(1, faces[:, k], dfn)
+    norm = msum.norm(dim=-1, keepdim=True).clamp(min=1e-20)
+    n = msum / norm
+    dn = (dm - n[..., None] * (n[..., None] * dm).sum(-2, keepdim=True)) / norm[..., None]
+    # SH irradiance: irr_c = sum_k Y_k(n) sh_kc
+    Y = sh_basis(n)  # (B, V, 9)
+    k0, k1, k2 = SH_CONSTANTS
+    nx, ny, nz = n.unbind(-1)
+    zero = torch.zeros_like(nx)
+    c6 = k2 * 0.5 / math.sqrt(3.0)
+    dYx = torch.stack([zero, zero, zero, zero - k1, k2 * ny, zero, zero, -k2 * nz, k2 * nx], -1)
+    dYy = torch.stack([zero, zero - k1, zero, zero, k2 * nx, -k2 * nz, zero, zero, -k2 * ny], -1)
+    dYz = torch.stack([zero, zero, zero + k1, zero, zero, -k2 * ny, 6.0 * c6 * nz, -k2 * nx, zero], -1)
+    dY = torch.stack([dYx, dYy, dYz], -2)  # (B, V, 3 normal comps, 9)
+    sh = code.sh  # (B, 9, 3)
+    irr = torch.einsum("bvk,bkc->bvc", Y, sh)
+    dirr_dn = torch.einsum("bvjk,bkc->bvcj", dY, sh)  # (B, V, 3 ch, 3 comps)
+    dirr = torch.einsum("bvcj,bvjp->bvcp", dirr_dn, dn)
+    if Jsh:
+        sl, s = Jsh["sl"], Jsh["s"]
+        blk = torch.zeros(B, V, 3, 9, 3, dtype=dt, device=dev)  # column (k, c') of channel c: Y_k [c == c']
+        for c in range(3):
+            blk[:, :, c, :, c] = Y
+        dirr[..., sl] = dirr[..., sl] + blk.reshape(B, V, 3, 27) * s
+    alb = m.albedo(code.albedo)
+    col = alb * irr
+    dcol = Ja * irr[..., None] + alb[..., None] * dirr
+    if depth:
+        vals = torch.cat([torch.stack([pix_u, pix_v, z], -1), col], -1)
+        J = torch.cat([torch.stack([Ju, Jv, Jc[:, :, 2]], 2), dcol], 2)
+    else:
+        vals = torch.cat([torch.stack([pix_u, pix_v], -1), col], -1)
+        J = torch.cat([torch.stack([Ju, Jv], 2), dcol], 2)
+    return vals, J
+
+
+def _stacked_jacobian(energy, obs: FaceObservation, pk: "_Packer", p: Tensor, pix: Tensor, Jpix: Tensor) -> Tensor:
+    """Jacobian (B, M, P) of ``stacked_residuals(energy, obs, pk.unpack(p))`` w.r.t. ``p``.
+
+    :class:`~facerig.face.energy.LandmarkTerm` rows come in closed form from the projected
+    vertices ``pix`` (B, V, 2) (pixels of ``obs``) and their Jacobian ``Jpix`` (B, V, 2, P);
+    :class:`~facerig.face.energy.CodePrior` rows (zero mean) are diagonal; any other term falls
+    back to forward-mode autograd.
+    """
+    from facerig.energy.solvers import batched_jacobian
+    from facerig.face.energy import CodePrior, LandmarkTerm
+
+    B, P = p.shape
+    rows = []
+    for name, term in energy.terms.items():
+        sw = math.sqrt(energy.weights[name])
+        if isinstance(term, LandmarkTerm):
+            idx = obs.vertex_ids.to(pix.device)
+            L = idx.shape[1]
+            pred = torch.gather(pix, 1, idx[..., None].expand(-1, -1, 2))
+            Jp = torch.gather(Jpix, 1, idx[..., None, None].expand(-1, -1, 2, P))  # (B, L, 2, P)
+            e = pred - obs.landmarks.to(pred.dtype)
+            if obs.contour.numel():
+                c = obs.contour.to(e.device)
+                n = obs.normals.to(e.dtype)
+                t = torch.stack([n[..., 1], -n[..., 0]], -1)
+                st = math.sqrt(term.tangent_weight)
+                ec, Jcn = e[:, c], Jp[:, c]
+                e = e.index_copy(1, c, torch.stack([(ec * n).sum(-1), (ec * t).sum(-1) * st], -1))
+                Jp = Jp.index_copy(1, c, torch.stack([(Jcn * n[..., None]).sum(2), (Jcn * t[..., None]).sum(2) * st], 2))
+            z = e / term.sigma
+            if term.delta is None:
+                dr = torch.full_like(z, 1.0 / math.sqrt(2.0))
+            else:
+                a = z.abs()
+                dr = torch.where(a <= term.delta, torch.full_like(z, 1.0 / math.sqrt(2.0)),
+                                 term.delta / (2.0 * (term.delta * (a - 0.5 * term.delta)).clamp(min=1e-30).sqrt()))
+            w = term._weights(obs, z).sqrt()  # (B, L, 1)
+            rows.append(((sw / term.sigma) * (dr * w)[..., None] * Jp).reshape(B, 2 * L, P))
+        elif isinstance(term, CodePrior) and term.mean is None:
+            K = term.slice.stop - term.slice.start
+            J = torch.zeros(B, K, P, dtype=p.dtype, device=p.device)
+            if term.part in pk.layout and not pk.joint:
+                sl, _k = pk.layout[term.part]
+                std = term.scale.to(p) if isinstance(term.scale, Tensor) else torch.full((K,), float(term.scale), dtype=p.dtype, device=p.device)
+                d = sw * pk.scales[term.part].to(p) / std
+                J[:, torch.arange(K), torch.arange(sl.start, sl.stop)] = d
+            rows.append(J)
+        else:
+            rows.append(sw * batched_jacobian(lambda q, t=term: t.residuals(obs, pk.unpack(q)), p, "forward")[1])
+    return torch.cat(rows, 1)
+
+
+def _robust_rho(e: Tensor, eps: float) -> Tensor:
+    """Signed square root of the Charbonnier loss, ``rho(e)^2 = sqrt(e^2 + eps^2) - eps`` (smooth at 0)."""
+    return e / ((e.square() + eps * eps).sqrt() + eps).sqrt()
+
+
+def _robust_rho_grad(e: Tensor, eps: float) -> Tensor:
+    """d rho / d e of :func:`_robust_rho`."""
+    R = (e.square() + eps * eps).sqrt()
+    s = (R + eps).sqrt()
+    return 1.0 / s - e.square() / (2.0 * R * s ** 3)
+
+
+class _PhotoLM:
+    """Residuals and Jacobian of the stage-3 energy (landmarks + priors + photometric) for the
+    core's Levenberg-Marquardt.
+
+    The photometric residual of colour channel c at pixel p is
+    ``sqrt(w_photo * m_p / area) * rho(clamp(I_p, 0, 1) - photo_p)`` with ``rho`` the signed square
+    root of the Charbonnier loss, ``m`` the skin mask x coverage x valid pixels and ``area`` its
+    sum, so the squared residuals sum to the same value as :class:`~facerig.face.energy.PhotometricTerm`
+    (rendered at ``size`` pixels: the photo is area-downsampled, focal and principal point scaled).
+    It is evaluated on a fixed pixel set (the coverage at the start, dilated by ``pad`` pixels), so
+    the residual vector keeps its length while the face moves.
+
+    Jacobian: landmarks and priors by forward-mode autograd (``torch.func``); the photometric rows
+    by forward-mode autograd of a plain re-implementation of the pixel colour with visibility
+    (which triangle covers each pixel) frozen at the current parameters and screen-space
+    barycentric coordinates (the rasteriser's perspective correction is left out of the
+    derivative only), then the chain rule through the clamp and ``rho``.
+    """
+
+    def __init__(self, dec: FaceDecoder, obs: FaceObservation, pk: "_Packer", e_rest, w_photo: float, eps: float,
+                 size: int, pad: int = 2):
+        from facerig.energy.terms import WeightedSum  # noqa: F401 (type only)
+
+        self.dec, self.obs, self.pk, self.e_rest = dec, obs, pk, e_rest
+        self.w_photo, self.eps = float(w_photo), float(eps)
+        H, W = obs.image_size
+        self.size = (int(size), int(round(size * W / H)))
+        h, w = self.size
+        self.scale = h / H
+        img = obs.image.permute(0, 3, 1, 2)
+        valid = torch.ones_like(img[:, :1]) if obs.valid is None else obs.valid.permute(0, 3, 1, 2).to(img.dtype)
+        if (h, w) != (H, W):
+            img = torch.nn.functional.interpolate(img, size=(h, w), mode="area")
+            valid = (torch.nn.functional.interpolate(valid, size=(h, w), mode="area") > 0.999).to(img.dtype)
+        self.photo = img.permute(0, 2, 3, 1).reshape(img.shape[0], h * w, 3)
+        self.valid = valid.reshape(img.shape[0], h * w)
+        self.pp = obs.principal_point * self.scale
+        self.pad = int(pad)
+        self.sel = None
+
+    # --------------------------------------------------------------- helpers
+    def _scaled(self, y: Tensor) -> Tensor:
+        sl = GraphicCode.slices(self.dec.sizes)["focal"]
+        return torch.cat([y[:, :sl.start], y[:, sl] * self.scale, y[:, sl.stop:]], 1)
+
+    def _render(self, p: Tensor):
+        return self.dec(self._scaled(self.pk.unpack(p)), self.size, self.pp)
+
+    def set_support(self, p: Tensor) -> None:
+        """Fix the pixel set: coverage at ``p`` dilated by ``pad`` pixels, within the valid pixels."""
+        with torch.no_grad():
+            out = self._render(p)
+        a = out.alpha.permute(0, 3, 1, 2)
+        if self.pad > 0:
+            a = torch.nn.functional.max_pool2d(a, 2 * self.pad + 1, stride=1, padding=self.pad)
+        keep = (a.reshape(a.shape[0], -1) > 0) & (self.valid > 0)
+        n = int(keep.sum(1).max().clamp(min=1))
+        # per-sample pixel indices padded to n (padding rows get flag 0)
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :n]
+        self.sel = order
+        self.flag = torch.gather(keep, 1, order).to(p.dtype)
+        h, w = self.size
+        self.centres = torch.stack([(order % w).to(p.dtype) + 0.5, torch.div(order, w, rounding_mode="floor").to(p.dtype) + 0.5], -1)
+        self.photo_sel = torch.gather(self.photo, 1, order[..., None].expand(-1, -1, 3))
+
+    def _photo_parts(self, out):
+        """(mask weights on the support (B, N), rendered colours (B, N, 3), area (B,))."""
+        B = out.image.shape[0]
+        m = (out.skin * out.alpha).reshape(B, -1) * self.valid
+        area = m.sum(1).clamp(min=1.0)
+        idx = self.sel
+        ms = torch.gather(m, 1, idx) * self.flag
+        img = torch.gather(out.image.reshape(B, -1, 3), 1, idx[..., None].expand(-1, -1, 3))
+        return ms.detach(), img, area.detach()
+
+    # --------------------------------------------------------------- LM interface
+    def residual(self, p: Tensor) -> Tensor:
+        y = self.pk.unpack(p)
+        r_rest = stacked_residuals(self.e_rest, self.obs, y)
+        out = self.dec(self._scaled(y), self.size, self.pp)
+        ms, img, area = self._photo_parts(out)
+        e = img.clamp(0.0, 1.0) - self.photo_sel
+        r = _robust_rho(e, self.eps) * (self.w_photo * ms / area[:, None]).sqrt()[..., None]
+        return torch.cat([r_rest, r.reshape(r.shape[0], -1)], 1)
+
+    def jacobian(self, p: Tensor) -> Tensor:
+        dec, pk = self.dec, self.pk
+        with torch.no_grad():
+            out = self._render(p)
+            ms, img, area = self._photo_parts(out)
+            p2f = torch.gather(out.fragments.pix_to_face.reshape(p.shape[0], -1), 1, self.sel)
+            factor = _robust_rho_grad(img.clamp(0.0, 1.0) - self.photo_sel, self.eps)
+            factor = factor * ((img >= 0) & (img <= 1)).to(p.dtype)
+            factor = factor * (self.w_photo * ms / area[:, None]).sqrt()[..., None] * (p2f >= 0)[..., None].to(p.dtype)
+        faces = dec.faces.to(p.device)
+        B = p.shape[0]
+
+        # vertex quantities (u, v, z, r, g, b) and their Jacobians (B, V, 6), (B, V, 6, P)
+        vals, Jv = _vertex_jacobian(dec, pk, p, self._scaled(pk.unpack(p)), self.size, self.pp, depth=True)
+        J_rest = _stacked_jacobian(self.e_rest, self.obs, pk, p, vals[..., :2] / self.scale, Jv[:, :, :2] / self.scale)
+        tri = faces[p2f.clamp(min=0)]  # (B, N, 3) vertices of the triangle seen at each pixel
+        N = tri.shape[1]
+        flat = tri.reshape(B, N * 3)
+        g = torch.gather(vals, 1, flat[..., None].expand(-1, -1, 6)).reshape(B, N, 3, 6)
+        P_, z_, C_ = g[..., :2], g[..., 2], g[..., 3:]  # corners: positions (B,N,3,2), depths (B,N,3), colours (B,N,3,3)
+        q = self.centres[:, :, None]  # (B, N, 1, 2)
+        # perspective-correct barycentrics: lam_k = w_k / W with w_k = A_k / z_k, W = sum_k w_k and
+        # A_k = cross(x_{k+1} - q, x_{k+2} - q) (twice the screen area opposite corner k). With
+        # I = sum_k lam_k C_k: dI = sum_k (C_k - I) dw_k / W + lam_k dC_k and
+        # dw_k = dA_k / z_k - A_k dz_k / z_k^2; A_{k+1} and A_{k+2} depend on corner k:
+        # dA_{k+1}/dx_k = (-(x_{k+2}-q)_y, (x_{k+2}-q)_x), dA_{k+2}/dx_k = ((x_{k+1}-q)_y, -(x_{k+1}-q)_x)
+        rel = P_ - q
+        nxt, prv = rel.roll(-1, 2), rel.roll(1, 2)  # corner k+1, k+2 (= k-1)
+        A = nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0]  # (B, N, 3)
+        w = A / z_
+        W = w.sum(-1, keepdim=True)
+        W = torch.where(W.abs() > 1e-20, W, torch.full_like(W, 1e-20))
+        lam = w / W
+        I = (lam[..., None] * C_).sum(2)  # (B, N, 3)
+        G = (C_ - I[:, :, None]) / (z_ * W)[..., None]  # (C_k - I) / (z_k W)  (B, N, 3 corners, 3 ch)
+        dA1 = torch.stack([-prv[..., 1], prv[..., 0]], -1)  # dA_{k+1}/dx_k  (B, N, 3, 2)
+        dA2 = torch.stack([nxt[..., 1], -nxt[..., 0]], -1)  # dA_{k+2}/dx_k
+        dI_dx = G.roll(-1, 2)[..., None] * dA1[..., None, :] + G.roll(1, 2)[..., None] * dA2[..., None, :]  # (B,N,k,c,2)
+        dI_dz = -G * (A / z_)[..., None]  # (B, N, k, c)
+        # The pixel rows are sparse combinations of the vertex rows: row (n, c) =
+        # sum_k dI_dx[n,k,c] . Jv[v_k, uv] + dI_dz[n,k,c] Jv[v_k, z] + lam[n,k] Jv[v_k, colour c]:
+        # 12 non-zeros per row -> one CSR (3N x 6V) @ (6V x P) product per sample.
+        V, Pn = Jv.shape[1], Jv.shape[-1]
+        cidx = torch.arange(3, device=p.device)
+        col_pos = (tri[..., None, None] * 6 + torch.arange(3, device=p.device)).expand(B, N, 3, 3, 3)  # (B,N,k,c,uvz)
+        col_col = (tri[..., None] * 6 + 3 + cidx).expand(B, N, 3, 3)  # (B,N,k,c)
+        val_pos = torch.cat([dI_dx, dI_dz[..., None]], -1) * factor[:, :, None, :, None]
+        val_col = lam[..., None] * factor[:, :, None, :]
+        cols = torch.cat([col_pos.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9), col_col.permute(0, 1, 3, 2)], -1)
+        vals_ = torch.cat([val_pos.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9), val_col.permute(0, 1, 3, 2)], -1)
+        crow = torch.arange(0, 12 * 3 * N + 1, 12, device=p.device)
+        Jflat = Jv.reshape(B, V * 6, Pn)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            J_ph = torch.stack([torch.sparse_csr_tensor(crow, cols[b].reshape(-1), vals_[b].reshape(-1), (3 * N, 6 * V),
+                                                        check_invariants=False) @ Jflat[b] for b in range(B)])
+        return torch.cat([J_rest, J_ph], 1)
 
 
 def _landmark_setup(dec: FaceDecoder, kind: str, opts: FitOptions):
@@ -528,7 +922,7 @@ def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_
     pk = _Packer(y, dec.sizes, _scales(dec, ("rotation", "translation")))
     for _ in range(2):
         _update_contour(dec, obs, y, ids)
-        y = _lm(e_pose, obs, pk, y, max(1, opts.pose_iterations // 2))
+        y = _lm(e_pose, obs, pk, y, max(1, opts.pose_iterations // 2), dec)
     timings["pose"] = time.perf_counter() - t0
     if keep_stages:
         stages["pose"] = y.clone()
@@ -541,7 +935,7 @@ def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_
                                        opts.fit_identity_modes))
     for _ in range(opts.shape_rounds):
         _update_contour(dec, obs, y, ids)
-        y = _lm(e_shape, obs, pk, y, opts.shape_iterations)
+        y = _lm(e_shape, obs, pk, y, opts.shape_iterations, dec)
     if shared and B > 1:
         # one identity for all frames: start from the mean, then minimise jointly (L-BFGS: the
         # joint problem couples all frames) with temporal smoothness
@@ -556,17 +950,50 @@ def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_
     if keep_stages:
         stages["landmarks"] = y.clone()
 
-    # ---- stage 3: photometric refinement (Adam)
+    # ---- stage 3: photometric refinement (Levenberg-Marquardt per image, Adam for joint multi-frame fits)
     t0 = time.perf_counter()
+    lm_path = opts.photo_solver == "lm" and not (shared and B > 1)
+    w_id = opts.w_identity_lm if lm_path else opts.w_identity_photo
+    w_exp = opts.w_expression_lm if lm_path else opts.w_expression_photo
     energy = face_energy(dec, landmarks=opts.w_landmarks_photo, photometric=opts.w_photometric if image is not None else 0,
-                         identity=opts.w_identity_photo / (B if shared else 1), expression=opts.w_expression_photo,
+                         identity=w_id / (B if shared else 1), expression=w_exp,
                          albedo=opts.w_albedo / (B if shared else 1), temporal=opts.w_temporal if shared and B > 1 else 0,
-                         sigma=opts.sigma, delta=opts.delta, temporal_scales=_temporal_scales(dec))
-    if image is not None and opts.photo_iterations > 0:
-        y = _init_light_albedo(dec, obs, y, shared_albedo=shared and B > 1)
-        parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
-        pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes),
-                     shared=("identity", "albedo"), joint=shared and B > 1)
+                         sigma=opts.sigma, delta=opts.delta, temporal_scales=_temporal_scales(dec),
+                         photo_clamp=opts.photo_clamp)
+    if image is not None and opts.photo_iterations != 0:
+        y = _photometric_stage(dec, obs, y, opts, shared and B > 1, energy)
+    timings["photometric"] = time.perf_counter() - t0
+    if keep_stages:
+        stages["photometric"] = y.clone()
+    with torch.no_grad():
+        energies = energy.breakdown(obs, y)
+    return y, obs, energies, timings, stages
+
+
+def _photometric_stage(dec: FaceDecoder, obs: FaceObservation, y: Tensor, opts: FitOptions, joint: bool, energy) -> Tensor:
+    """Stage 3: photometric refinement of identity, expression, albedo, pose and SH light from the
+    code vectors ``y`` (B, D) of stage 2; ``joint``: one identity and albedo for the B frames
+    (Adam on ``energy``), else Levenberg-Marquardt (:class:`_PhotoLM`) per image."""
+    B = y.shape[0]
+    dt, dev = y.dtype, y.device
+    y = init_light_albedo(dec, obs, y, shared_albedo=joint)
+    parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
+    pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes),
+                 shared=("identity", "albedo"), joint=joint)
+    if opts.photo_solver == "lm" and not joint:
+        p = pk.pack(y)
+        for size, iters, w_lm in opts.photo_rounds():
+            if int(iters) <= 0:
+                continue
+            e_rest = face_energy(dec, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
+                                 expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma,
+                                 delta=opts.delta)
+            prob = _PhotoLM(dec, obs, pk, e_rest, opts.w_photometric, eps=0.02, size=int(size))
+            prob.set_support(p)
+            p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(iters),
+                                    damping=opts.photo_damping, tol=1e-6).x
+        y = pk.unpack(p).detach()
+    else:
         # Adam steps of size ~lr in every whitened coordinate: give pose and light smaller steps
         lr_scale = torch.ones(pk.P, dtype=dt, device=dev)
         for part, (sl, _k) in pk.layout.items():
@@ -586,14 +1013,9 @@ def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_
             if total < best["e"]:
                 best["e"], best["q"] = total, q.clone()
 
-        minimize_adam(f, p0, lr=opts.photo_lr, max_iter=opts.photo_iterations, tol=0.0, callback=keep_best)
+        minimize_adam(f, p0, lr=opts.photo_lr, max_iter=opts.adam_iterations, tol=0.0, callback=keep_best)
         y = pk.unpack(p0 + (best["q"] - p0) * lr_scale).detach()
-    timings["photometric"] = time.perf_counter() - t0
-    if keep_stages:
-        stages["photometric"] = y.clone()
-    with torch.no_grad():
-        energies = energy.breakdown(obs, y)
-    return y, obs, energies, timings, stages
+    return y
 
 
 def _temporal_scales(dec: FaceDecoder) -> dict:
@@ -806,3 +1228,6 @@ def fit_frames(images, model="default", *, landmarks=None, options: FitOptions |
     code = dec.as_code(y)
     return MultiFrameFit(frames=fits, identity=code.identity[0].detach(), albedo=code.albedo[0].detach(),
                          energies={k: float(v.sum()) for k, v in energies.items()}, timings=timings)
+
+
+_init_light_albedo = init_light_albedo  # the name used before it was public

@@ -155,6 +155,30 @@ def test_photometric_term_gradient_and_value(decoder64):
     assert torch.autograd.gradcheck(f, (a,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+def test_photometric_term_clamp_ignores_overexposure(decoder64):
+    """clamp=True compares the render clipped to [0, 1] (a saturated photo): an over-exposed render of
+    a white photo costs nothing, the unclamped term charges the excess, and both agree when nothing
+    saturates."""
+    from facerig.face import ambient_sh, face_energy
+
+    dec = decoder64
+    code = _code(dec, yaw=0.1)
+    code.sh = ambient_sh(1, 10.0, dtype=torch.float64)  # irradiance 10: every skin pixel is over-exposed
+    obs = _obs(dec, code, 48, with_image=True)
+    obs.image = torch.ones_like(obs.image)
+    y = code.to_vector()
+    assert float(PhotometricTerm(dec, eps=0.05, clamp=True)(obs, y)[0]) < 1e-12
+    assert float(PhotometricTerm(dec, eps=0.05)(obs, y)[0]) > 0.5
+    code.sh = ambient_sh(1, 0.5, dtype=torch.float64)  # dim light: nothing clips
+    y = code.to_vector()
+    obs.image = torch.full_like(obs.image, 0.2)
+    a = PhotometricTerm(dec, eps=0.05, clamp=True)(obs, y)
+    assert torch.allclose(a, PhotometricTerm(dec, eps=0.05)(obs, y), rtol=1e-12)
+    e = face_energy(dec, landmarks=0, photometric=1.0, identity=0, expression=0, albedo=0, photo_eps=0.05,
+                    photo_clamp=True)
+    assert e.terms["photometric"].clamp and torch.allclose(e(obs, y), a)
+
+
 def test_contour_normals_of_a_circle_are_radial():
     th = torch.linspace(0, 2 * math.pi, 37, dtype=torch.float64)[:-1]
     pts = torch.stack([10 + 5 * th.cos(), 20 + 5 * th.sin()], -1)[None]

@@ -188,3 +188,130 @@ def test_huge_grayscale_photo_maps_back(decoder):
     rgba = np.dstack([data.astronaut(), np.full((512, 512), 255, np.uint8)])
     fit2 = fit_image(rgba, decoder, iterations=0)
     assert np.abs(fit2.landmarks68 - lm).mean() < 3.0
+
+
+# ------------------------------------------------------------------ closed-form Jacobians of the LM stages
+def _random_problem(dec, B=2, seed=0):
+    """A random code batch, its packer over all stage-3 parts and a landmark observation (float64)."""
+    from facerig.face import FaceObservation, contour_normals
+    from facerig.face import fit as F
+    from facerig.landmarks import MEDIAPIPE_FACE_OVAL
+
+    m = dec.model
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.float64
+    code = dec.zero_code(B, image_size=160, dtype=dt)
+    code.identity = torch.randn(B, m.n_identity, generator=g, dtype=dt) * m.identity_std
+    code.expression = torch.rand(B, m.n_expression, generator=g, dtype=dt) * 0.3
+    code.albedo = torch.randn(B, m.n_albedo, generator=g, dtype=dt) * m.albedo_std * 0.5
+    code.rotation = torch.tensor([[0.2, 0.5, -0.1], [-0.1, -0.3, 0.05]], dtype=dt)[:B]
+    code.translation[:, 2] = 70.0
+    code.focal[:] = 400.0
+    code.sh = code.sh + torch.randn(B, 9, 3, generator=g, dtype=dt) * 0.2
+    y = code.to_vector()
+    parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
+    pk = F._Packer(y, dec.sizes, F._scales(dec, parts, 80))
+    pp = torch.tensor([[80.0, 80.0], [70.0, 90.0]], dtype=dt)[:B]
+    lm = dec.landmarks2d(code, (160, 160), pp, kind="mediapipe468") + torch.randn(B, 468, 2, generator=g, dtype=dt) * 4
+    contour = torch.as_tensor(MEDIAPIPE_FACE_OVAL)
+    w = torch.ones(468, dtype=dt)
+    w[contour] = 0.5
+    obs = FaceObservation(landmarks=lm, vertex_ids=m.landmarks_mediapipe468.indices[None].expand(B, -1).clone(),
+                          image_size=(160, 160), principal_point=pp, weights=w, contour=contour,
+                          normals=contour_normals(lm[:, contour], True),
+                          image=torch.rand(B, 160, 160, 3, generator=g, dtype=dt))
+    return pk, pk.pack(y), obs
+
+
+def test_vertex_and_landmark_jacobians_match_autograd(decoder64):
+    """The hand-written forward-mode Jacobians equal torch.func's (float64, to rounding)."""
+    from facerig.energy.solvers import batched_jacobian
+    from facerig.face import face_energy, stacked_residuals
+    from facerig.face import fit as F
+    from facerig.render import sh_irradiance, vertex_normals
+
+    dec = decoder64
+    m = dec.model
+    pk, p, obs = _random_problem(dec)
+
+    def plain(q):  # (u, v, z, r, g, b) of every vertex
+        c = dec.as_code(pk.unpack(q))
+        verts = c.transform(m.shape(c.identity, c.expression))
+        pix = dec.project(verts, c.focal, (160, 160), obs.principal_point)
+        col = m.albedo(c.albedo) * sh_irradiance(vertex_normals(verts, dec.faces), c.sh)
+        return torch.cat([pix, col], -1).reshape(p.shape[0], -1)
+
+    v_ref, J_ref = batched_jacobian(plain, p, "forward")
+    vals, J = F._vertex_jacobian(dec, pk, p, pk.unpack(p), (160, 160), obs.principal_point, depth=True)
+    assert torch.allclose(vals.reshape(p.shape[0], -1), v_ref, atol=1e-9)
+    assert torch.allclose(J.reshape(J_ref.shape), J_ref, atol=1e-6 * float(J_ref.abs().max()))
+
+    e = face_energy(dec, landmarks=0.3, identity=1.0, expression=2.0, albedo=1.0, sigma=2.0, delta=1.0)
+    _, Jr_ref = batched_jacobian(lambda q: stacked_residuals(e, obs, pk.unpack(q)), p, "forward")
+    Jr = F._stacked_jacobian(e, obs, pk, p, vals[..., :2], J[:, :, :2])
+    assert torch.allclose(Jr, Jr_ref, atol=1e-7 * float(Jr_ref.abs().max()))
+
+
+def test_photometric_lm_jacobian_matches_finite_differences():
+    """Photometric rows (perspective-correct barycentrics, frozen visibility, Charbonnier root, clamp)
+    against central differences of the rendered residuals. The skin mask is made uniform: the
+    fitter (like PhotometricTerm) treats the mask weights as constants."""
+    from facerig.face import FaceDecoder, face_energy
+    from facerig.face import fit as F
+
+    dec = FaceDecoder("default", dtype=torch.float64)
+    dec.skin_weight = torch.ones_like(dec.skin_weight)
+    pk, p, obs = _random_problem(dec, B=1, seed=1)
+    e_rest = face_energy(dec, landmarks=0.3, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
+    prob = F._PhotoLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64)
+    prob.set_support(p)
+    r0 = prob.residual(p)
+    J = prob.jacobian(p)
+    assert J.shape == (1, r0.shape[1], p.shape[1])
+    h = 1e-6
+    for col in (0, 3, 100, 130, 160, 175, 178, 185):  # identity, expression, albedo, rotation, translation, sh
+        dp = torch.zeros_like(p)
+        dp[:, col] = h
+        fd = (prob.residual(p + dp) - prob.residual(p - dp)) / (2 * h)
+        err = (fd - J[..., col]).abs()
+        # a pixel whose covering triangle changes within +-h jumps: allow a handful of such rows
+        assert int((err > 1e-4 * float(fd.abs().max()) + 1e-6).sum()) <= 3, col
+
+
+def test_photo_rounds_and_option_checks():
+    o = FitOptions(photo_schedule=[[80, 6, 0.2], [160, 3, 0.0]])
+    assert o.photo_schedule == ((80, 6, 0.2), (160, 3, 0.0)) and o.photo_rounds() == [(80, 6, 0.2), (160, 3, 0.0)]
+    assert FitOptions(photo_schedule=o.photo_schedule, photo_iterations=3).photo_rounds() == [(80, 2, 0.2), (160, 1, 0.0)]
+    for n in (0, 1, 7, 40):
+        assert sum(r[1] for r in FitOptions(photo_iterations=n).photo_rounds()) == n
+    assert FitOptions().adam_iterations == 40 and FitOptions(photo_iterations=5).adam_iterations == 5
+    with pytest.raises(ValueError, match="photo_schedule"):
+        FitOptions(photo_schedule=((80, 6),))
+    with pytest.raises(ValueError, match="photo_solver"):
+        FitOptions(photo_solver="sgd")
+    with pytest.raises(ValueError, match="photo_iterations"):
+        FitOptions(photo_iterations=-1)
+
+
+def test_photometric_stage_corrects_noisy_landmarks(decoder):
+    """With landmarks 3 px off (noise), the photometric LM stage recovers the shape better than the
+    landmark-only fit, and lowers the photometric energy."""
+    dec = decoder
+    code = _truth(dec, 20.0, 5.0, 6)
+    img = _render(dec, code)
+    with torch.no_grad():
+        lm468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
+    rng = np.random.default_rng(0)
+    noisy = lm468 + rng.normal(0, 3.0, lm468.shape)
+    fit = fit_image(img, dec, landmarks=noisy, focal=FOCAL, keep_stages=True)
+    gt = dec.vertices(code)[0].detach().double().numpy()
+    from facerig.model.geometry import umeyama
+
+    def err(v):
+        v = v.double().numpy()
+        s, R, t = umeyama(v, gt)
+        return np.linalg.norm(v @ (s * R).T + t - gt, axis=1).mean()
+
+    assert err(fit.stages["photometric"]) < 0.8 * err(fit.stages["landmarks"])
+    lm_only = fit_image(img, dec, landmarks=noisy, focal=FOCAL, iterations=0)
+    assert fit.energies["photometric"] < 0.7 * lm_only.energies["photometric"]
