@@ -53,7 +53,7 @@ from facerig.energy.terms import (
     tikhonov,
     total_variation,
 )
-from facerig.energy.training import Problem, TrainResult, load_checkpoint, save_checkpoint, train
+from facerig.energy.training import Problem, TrainResult, load_checkpoint, lr_factor, save_checkpoint, train
 from facerig.energy.unroll import DirectCNN, ProxGradLayer, TVPrimalDualLayer, Unrolled, tv_unrolled
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "prox_tv",
     "psnr",
     "rof_energy",
+    "lr_factor",
     "save_checkpoint",
     "soft_threshold",
     "squared_l2",

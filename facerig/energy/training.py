@@ -11,6 +11,12 @@ A :class:`Problem` describes ``E(x, y) = Loss(x, g(y)) + Prior(y)`` and what eac
 * ``"self_supervised"``: draw codes ``y ~ problem.sample_prior``, synthesise
   ``x = problem.synthesize(y)`` and regress ``code_loss(net(x), y)``.
 
+``data`` is either an ``(N, ...)`` tensor of observations (batches drawn with replacement, one per
+mode) or, for data sets that do not fit a tensor, any iterable of batches (e.g. a
+``torch.utils.data.DataLoader`` of dict batches, cycled over epochs) together with
+``problem.batch_loss``, which returns the modes' losses of one batch - so one batch can mix
+samples of different modes (each sample's losses follow its own kind).
+
 Training is seeded and deterministic (batches come from a seeded generator; the global RNG,
 used e.g. by ``synthesize`` for noise, is seeded inside a forked RNG state, so the caller's
 random state is untouched). Checkpoints are written atomically and can resume a run.
@@ -18,6 +24,7 @@ random state is untouched). Checkpoints are written atomically and can resume a 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -31,7 +38,7 @@ from torch import Tensor, nn
 from facerig.energy._checks import check_nonneg, check_option, check_positive_int
 from facerig.io import atomic_open
 
-__all__ = ["Problem", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "MODES"]
+__all__ = ["Problem", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "MODES", "lr_factor"]
 
 MODES = ("unsupervised", "self_supervised", "supervised")
 
@@ -47,6 +54,8 @@ class Problem:
         sample_prior: ``(n, generator) -> y``, ``n`` codes from the prior (self-supervised mode).
         solve: ``x -> y*``, an iterative solver giving supervised targets.
         code_loss: ``(y_pred, y_true) -> scalar``; the mean squared error by default.
+        batch_loss: ``(net, batch, modes) -> {mode: scalar}``, the losses of the listed modes on one
+            batch of an iterable ``data`` (which then replaces the per-mode pieces above).
     """
 
     energy: Callable[[Tensor, Tensor], Tensor]
@@ -54,6 +63,7 @@ class Problem:
     sample_prior: Callable[[int, torch.Generator], Tensor] | None = None
     solve: Callable[[Tensor], Tensor] | None = None
     code_loss: Callable[[Tensor, Tensor], Tensor] | None = None
+    batch_loss: Callable[..., dict] | None = None
 
     def loss_between(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
         """``code_loss(y_pred, y_true)`` (MSE when unset)."""
@@ -129,6 +139,54 @@ def load_checkpoint(path, net: nn.Module, optimizer: torch.optim.Optimizer | Non
     return ckpt
 
 
+def lr_factor(schedule, step: int, steps: int, warmup: int = 0) -> float:
+    """Learning-rate multiplier at 1-based ``step`` of ``steps``: linear warm-up over ``warmup`` steps,
+    then ``"constant"`` (1), ``"cosine"`` (half a cosine down to 0.01) or ``"step"`` (x0.1 after 70 %
+    and again after 90 % of the steps); a callable ``schedule(step, steps)`` is used as is."""
+    if callable(schedule):
+        return float(schedule(step, steps))
+    w = min(1.0, step / warmup) if warmup > 0 else 1.0
+    if schedule == "constant":
+        return w
+    if schedule == "cosine":
+        t = min(1.0, max(0.0, (step - warmup) / max(1, steps - warmup)))
+        return w * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+    if schedule == "step":
+        return w * (0.1 ** ((step > 0.7 * steps) + (step > 0.9 * steps)))
+    raise ValueError(f"lr_schedule: expected 'constant', 'cosine', 'step' or a callable, got {schedule!r}")
+
+
+def _to_device(batch, device):
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class _Cycle:
+    """Endless batches of an iterable (re-iterated at each epoch); ``start_at(step)`` is called on the
+    data source when it has one (deterministic resume)."""
+
+    def __init__(self, data, start: int):
+        self.data = data
+        if start and hasattr(data, "start_at"):
+            data.start_at(start)
+        self.it = iter(data)
+
+    def next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.data)
+            try:
+                return next(self.it)
+            except StopIteration:
+                raise ValueError("data: the iterable yielded no batch") from None
+
+
 def _modes(mode) -> dict[str, float]:
     if isinstance(mode, str):
         check_option(mode, "mode", MODES)
@@ -178,6 +236,10 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    lr_schedule="constant",
+    warmup: int = 0,
+    weight_decay: float = 0.0,
+    grad_clip: float | None = None,
 ) -> TrainResult:
     """Train ``net(x) -> y`` on a :class:`Problem` in one mode or a weighted mix of modes.
 
@@ -185,14 +247,16 @@ def train(
         net: the network (free-form or unrolled); moved to ``device`` when given.
         problem: the energy and the pieces the chosen modes need.
         data: ``(N, ...)`` observations ``x`` (unsupervised and supervised modes); batches are
-            drawn from it with replacement.
+            drawn from it with replacement. Or an iterable of batches (tensors, dicts or lists of
+            tensors; e.g. a DataLoader), cycled, with ``problem.batch_loss`` giving the modes'
+            losses per batch; if it has ``start_at(step)``, a resumed run calls it first.
         mode: ``"unsupervised"``, ``"supervised"``, ``"self_supervised"`` or a dict
             ``{mode: weight}``; the loss is the weighted sum of the modes' losses, each on its own
             batch of ``batch_size`` samples.
         steps: total optimisation steps (a resumed run continues up to this number).
-        batch_size: samples per mode and step.
+        batch_size: samples per mode and step (tensor data; an iterable's batches keep their size).
         lr: learning rate.
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
         seed: seeds the batches, the prior samples and the global RNG (inside a forked state).
         device: where to train (default: the device of ``net``'s parameters).
         log_every: steps per logging window (history entry, progress-bar update, checkpoint).
@@ -202,6 +266,10 @@ def train(
             optimizer, step, RNG states, history).
         resume: continue from ``checkpoint`` when the file exists.
         progress: show a tqdm progress bar.
+        lr_schedule: ``"constant"``, ``"cosine"``, ``"step"`` or ``f(step, steps) -> factor``
+            (see :func:`lr_factor`); warmup: linear warm-up steps.
+        weight_decay: weight decay (decoupled for ``"adamw"``).
+        grad_clip: clip the gradients' global norm to this value (None: no clipping).
 
     Returns:
         :class:`TrainResult`.
@@ -211,16 +279,28 @@ def train(
     check_positive_int(batch_size, "batch_size")
     check_positive_int(log_every, "log_every")
     check_nonneg(lr, "lr", strict=True)
-    check_option(optimizer, "optimizer", ("adam", "sgd"))
+    check_option(optimizer, "optimizer", ("adam", "adamw", "sgd"))
+    check_nonneg(weight_decay, "weight_decay")
+    if grad_clip is not None:
+        check_nonneg(grad_clip, "grad_clip", strict=True)
+    lr_factor(lr_schedule, 1, steps, warmup)  # validates the schedule
     if resume and checkpoint is None:
         raise ValueError("checkpoint: resume=True needs a checkpoint path")
-    needs_data = [m for m in modes if m in ("unsupervised", "supervised")]
-    if needs_data and (data is None or not isinstance(data, Tensor) or data.dim() < 1 or len(data) == 0):
-        raise ValueError(f"data: the {needs_data[0]} mode needs a non-empty (N, ...) tensor of observations")
-    if "supervised" in modes and problem.solve is None:
-        raise ValueError("problem: the supervised mode needs problem.solve")
-    if "self_supervised" in modes and (problem.sample_prior is None or problem.synthesize is None):
-        raise ValueError("problem: the self_supervised mode needs problem.sample_prior and problem.synthesize")
+    iterable = data is not None and not isinstance(data, Tensor)
+    if iterable:
+        if problem.batch_loss is None:
+            raise ValueError("problem: an iterable data source needs problem.batch_loss(net, batch, modes)")
+        if not hasattr(data, "__iter__"):
+            raise ValueError(f"data: expected an (N, ...) tensor or an iterable of batches, got {type(data).__name__}")
+        needs_data = []
+    else:
+        needs_data = [m for m in modes if m in ("unsupervised", "supervised")]
+        if needs_data and (data is None or data.dim() < 1 or len(data) == 0):
+            raise ValueError(f"data: the {needs_data[0]} mode needs a non-empty (N, ...) tensor of observations")
+        if "supervised" in modes and problem.solve is None:
+            raise ValueError("problem: the supervised mode needs problem.solve")
+        if "self_supervised" in modes and (problem.sample_prior is None or problem.synthesize is None):
+            raise ValueError("problem: the self_supervised mode needs problem.sample_prior and problem.synthesize")
 
     params = list(net.parameters())
     if not params:
@@ -228,13 +308,17 @@ def train(
     if device is not None:
         net.to(device)
     device = params[0].device
-    if data is not None:
+    if data is not None and not iterable:
         data = data.to(device)
-    opt = (torch.optim.Adam(params, lr=lr) if optimizer == "adam"
-           else torch.optim.SGD(params, lr=lr, momentum=0.9))
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult(history={m: [] for m in [*modes, "total"]})
-    cache = _TargetCache(problem.solve, len(data)) if "supervised" in modes else None
+    cache = _TargetCache(problem.solve, len(data)) if "supervised" in modes and not iterable else None
     start = 0
     global_rng = None
     if resume and Path(checkpoint).is_file():
@@ -264,6 +348,7 @@ def train(
 
         bar = tqdm(total=steps, initial=start, desc="train", leave=False)
     t0 = time.perf_counter()
+    batches = _Cycle(data, start) if iterable and start < steps else None
     sums = {m: 0.0 for m in [*modes, "total"]}
     count = 0
     net.train()
@@ -276,6 +361,14 @@ def train(
         while step < steps:
             step += 1
             losses: dict[str, Tensor] = {}
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(lr_schedule, step, steps, warmup)
+            if iterable:
+                batch = _to_device(batches.next(), device)
+                losses = problem.batch_loss(net, batch, tuple(modes))
+                missing = [m for m in modes if m not in losses]
+                if missing:
+                    raise ValueError(f"problem.batch_loss: returned no loss for mode(s) {missing}")
             if needs_data:
                 idx = torch.randint(len(data), (batch_size,), generator=gen)
                 x = data[idx.to(device)]
@@ -283,7 +376,7 @@ def train(
                     losses["unsupervised"] = problem.energy(x, net(x)).mean()
                 if "supervised" in modes:
                     losses["supervised"] = problem.loss_between(net(x), cache.get(data, idx.to(device)))
-            if "self_supervised" in modes:
+            if "self_supervised" in modes and not iterable:
                 y = problem.sample_prior(batch_size, gen).to(device)
                 with torch.no_grad():
                     xs = problem.synthesize(y)
@@ -293,6 +386,8 @@ def train(
                 raise FloatingPointError(f"train: the loss became {float(total.detach())} at step {step}; lower lr")
             opt.zero_grad(set_to_none=True)
             total.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
             for m in modes:
                 sums[m] += float(losses[m].detach())
