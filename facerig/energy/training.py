@@ -167,14 +167,24 @@ def _to_device(batch, device):
 
 
 class _Cycle:
-    """Endless batches of an iterable (re-iterated at each epoch); ``start_at(step)`` is called on the
-    data source when it has one (deterministic resume)."""
+    """Endless batches of an iterable (re-iterated at each epoch). A resumed run continues where the
+    interrupted one stopped: ``data.start_at(step)`` is called when the data source has it; otherwise
+    the batches already consumed are skipped (``step % len(data)`` of them when the data has a length
+    and yields the same batches every epoch, e.g. a list or an unshuffled / seeded DataLoader)."""
 
     def __init__(self, data, start: int):
         self.data = data
         if start and hasattr(data, "start_at"):
             data.start_at(start)
+            start = 0
         self.it = iter(data)
+        if start:
+            try:
+                start %= len(data)
+            except TypeError:
+                pass
+            for _ in range(start):
+                self.next()
 
     def next(self):
         try:
