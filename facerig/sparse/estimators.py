@@ -212,7 +212,10 @@ class LISTA(_Estimator):
     n_steps, batch_size, lr, schedule, deep_supervision :
         Training (see :func:`facerig.sparse.training.train_lista`; ``schedule="progressive"``
         trains layer by layer, ``n_steps`` per stage).
-    support_selection : None or (p_step, p_max) percentages (LISTA-CP / ALISTA "SS").
+    support_selection : None or (p_step, p_max) percentages (Chen et al. 2018's "SS": in layer k
+        the ``min(k·p_step, p_max)`` % largest entries bypass the threshold; any parametrization).
+    code_loss : ``"mse"`` (``‖ŷ − y‖²``) or ``"relative"`` (``‖ŷ − y‖² / ‖y‖²`` per sample).
+    lr_schedule : ``"constant"`` or ``"cosine"`` (each training stage decays its rate to 0).
     prior_p, noise_std, snr_db : self-supervised prior and noise.
     seed : int
 
@@ -228,7 +231,7 @@ class LISTA(_Estimator):
                  batch_size: int = 128, lr: float = 1e-3, schedule: str = "joint",
                  deep_supervision: bool = False, support_selection: tuple | None = None,
                  prior_p: float = 0.1, noise_std: float = 0.0, snr_db: float | None = None,
-                 seed: int = 0):
+                 seed: int = 0, code_loss: str = "mse", lr_schedule: str = "constant"):
         self.dictionary = dictionary
         self.n_layers = n_layers
         self.parametrization = parametrization
@@ -244,10 +247,16 @@ class LISTA(_Estimator):
         self.noise_std = noise_std
         self.snr_db = snr_db
         self.seed = seed
+        self.code_loss = code_loss
+        self.lr_schedule = lr_schedule
 
     def _validate(self) -> None:
         from facerig.sparse.training import SCHEDULES, _check_mode
 
+        if self.code_loss not in ("mse", "relative"):
+            raise ValueError(f"code_loss must be 'mse' or 'relative', got {self.code_loss!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         check_alpha(self.alpha, "alpha")
         check_positive_int(self.n_layers, "n_layers")
         check_positive_int(self.n_steps, "n_steps")
@@ -274,11 +283,13 @@ class LISTA(_Estimator):
         modes = [self.mode] if isinstance(self.mode, str) else list(self.mode)
         problem = lasso_problem(D, float(self.alpha), prior_p=float(self.prior_p),
                                 noise_std=float(self.noise_std), snr_db=self.snr_db,
-                                data=T if "supervised" in modes else None)
+                                data=T if "supervised" in modes else None, code_loss=self.code_loss)
         self.train_result_ = train_lista(net, problem, T, mode=self.mode, schedule=self.schedule,
                                          steps=int(self.n_steps), batch_size=int(self.batch_size),
                                          lr=float(self.lr), seed=int(self.seed),
-                                         deep_supervision=bool(self.deep_supervision))
+                                         deep_supervision=bool(self.deep_supervision),
+                                         lr_schedule=self.lr_schedule,
+                                         final_steps=0 if self.lr_schedule == "cosine" else None)
         self.net_ = net.eval()
         self.n_features_in_ = int(D.shape[1])
         return self

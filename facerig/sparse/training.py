@@ -6,7 +6,9 @@
 * ``solve(x)``       = the FISTA solution (supervised targets; precomputed once for ``data``);
 * ``sample_prior``   = Bernoulli-Gaussian codes (each atom active with probability ``p``);
 * ``synthesize(y)``  = ``y·D`` plus white noise (self-supervised pairs ``(x, y)``);
-* ``code_loss``      = the mean over samples of ``‖ŷ − y‖²``.
+* ``code_loss``      = the mean over samples of ``‖ŷ − y‖²`` (``code_loss="mse"``) or of
+  ``‖ŷ − y‖² / ‖y‖²`` (``code_loss="relative"``: every sample counts equally, whatever its
+  energy; the benchmarks' metric is the ratio of the means of these two norms).
 
 :func:`train_lista` trains a :class:`~facerig.sparse.networks.LISTANet` with
 :func:`facerig.energy.training.train`, either all layers at once (``schedule="joint"``) or layer
@@ -68,7 +70,8 @@ def lasso_problem(dictionary: torch.Tensor, alpha: float, *, prior_p: float = 0.
                   prior_scale: float = 1.0, noise_std: float = 0.0, snr_db: float | None = None,
                   solver_tol: float = 1e-5, solver_max_iter: int = 3000,
                   data: torch.Tensor | None = None,
-                  layer_weights: torch.Tensor | None = None) -> Problem:
+                  layer_weights: torch.Tensor | None = None,
+                  code_loss: str = "mse") -> Problem:
     """The Lasso as a :class:`facerig.energy.training.Problem`.
 
     Parameters
@@ -89,11 +92,17 @@ def lasso_problem(dictionary: torch.Tensor, alpha: float, *, prior_p: float = 0.
     layer_weights : (K,) tensor or None
         With a network returning every layer's output ``(B, K, n_atoms)`` (deep supervision),
         the losses are averaged over layers with these weights (uniform when None).
+    code_loss : ``"mse"`` or ``"relative"``
+        Supervised / self-supervised loss per sample: ``‖ŷ − y‖²``, or ``‖ŷ − y‖² / ‖y‖²``
+        (the denominator floored at 1e-3 times its batch mean, so all-zero targets stay finite).
 
     The ``energy`` and ``code_loss`` accept codes ``(B, n_atoms)`` or ``(B, K, n_atoms)``.
     """
     D = dictionary.detach()
     alpha = float(alpha)
+    if code_loss not in ("mse", "relative"):
+        raise ValueError(f"code_loss must be 'mse' or 'relative', got {code_loss!r}")
+    relative = code_loss == "relative"
 
     def energy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y.ndim == 3:
@@ -102,11 +111,17 @@ def lasso_problem(dictionary: torch.Tensor, alpha: float, *, prior_p: float = 0.
             return _per_layer_mean(e, layer_weights)
         return lasso_objective(x, y, D, alpha)
 
-    def code_loss(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    def loss_fn(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if relative:
+            norm = y_true.pow(2).sum(dim=1)
+            norm = norm.clamp_min(1e-3 * float(norm.mean()) + 1e-12)
         if y_pred.ndim == 3:
             err = (y_pred - y_true[:, None, :]).pow(2).sum(dim=2)  # (B, K)
+            if relative:
+                err = err / norm[:, None]
             return _per_layer_mean(err, layer_weights).mean()
-        return (y_pred - y_true).pow(2).sum(dim=1).mean()
+        err = (y_pred - y_true).pow(2).sum(dim=1)
+        return (err / norm).mean() if relative else err.mean()
 
     def solve(x: torch.Tensor) -> torch.Tensor:
         return lasso_solve(x, D.to(x.device), alpha, tol=solver_tol, max_iter=solver_max_iter,
@@ -127,7 +142,7 @@ def lasso_problem(dictionary: torch.Tensor, alpha: float, *, prior_p: float = 0.
 
     table = _TargetTable(data, solve) if data is not None else None
     return Problem(energy=energy, synthesize=synthesize, sample_prior=sample_prior,
-                   solve=table if table is not None else solve, code_loss=code_loss)
+                   solve=table if table is not None else solve, code_loss=loss_fn)
 
 
 class _Prefix(nn.Module):
@@ -190,7 +205,7 @@ def _eval_losses(net: nn.Module, problem: Problem, data: torch.Tensor | None, mo
 def train_lista(net: LISTANet, problem: Problem, data: torch.Tensor | None = None, *,
                 mode: str | dict = "supervised", schedule: str = "joint", steps: int = 1000,
                 batch_size: int = 128, lr: float = 1e-3, seed: int = 0, deep_supervision: bool = False,
-                final_steps: int | None = None, n_eval: int = 512,
+                final_steps: int | None = None, n_eval: int = 512, lr_schedule: str = "constant",
                 verbose: bool = False) -> LISTATrainResult:
     """Train a :class:`LISTANet` on ``problem`` with :func:`facerig.energy.training.train`.
 
@@ -211,6 +226,9 @@ def train_lista(net: LISTANet, problem: Problem, data: torch.Tensor | None = Non
         Average the loss over the outputs of every layer (each prefix becomes a solver).
     final_steps : int or None
         Default ``steps // 2``.
+    lr_schedule : ``"constant"`` or ``"cosine"``
+        Learning-rate schedule of every stage (the core's ``train(lr_schedule=...)``); with
+        ``"cosine"`` each stage decays its rate to 0, so ``final_steps=0`` is the natural choice.
     n_eval : int
         Samples used to report ``initial_loss`` / ``final_loss``.
     """
@@ -232,7 +250,7 @@ def train_lista(net: LISTANet, problem: Problem, data: torch.Tensor | None = Non
             return
         model = _Prefix(net, k, deep_supervision)
         res = train(model, problem, data, mode=mode, steps=n, batch_size=batch_size, lr=rate,
-                    seed=stage_seed, log_every=max(1, n // 5), progress=False)
+                    seed=stage_seed, log_every=max(1, n // 5), progress=False, lr_schedule=lr_schedule)
         result.stages.append((k, rate, res.history))
         if verbose:
             print(f"    layers {k:2d} lr {rate:.1e}: loss {res.history['total'][0]:.4g} -> "

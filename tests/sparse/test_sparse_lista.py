@@ -117,3 +117,39 @@ def test_progressive_schedule_and_deep_supervision_run():
     # 3 stages x 2 learning rates + the final fine-tuning
     assert len(res.stages) == 7 and [s[0] for s in res.stages] == [1, 1, 2, 2, 3, 3, 3]
     assert res.final_loss["self_supervised"] < res.initial_loss["self_supervised"]
+
+
+def test_relative_code_loss_is_the_per_sample_ratio():
+    D = _dictionary(dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    Y = torch.randn(5, D.shape[0], generator=g, dtype=D.dtype)
+    P = Y + 0.1 * torch.randn(5, D.shape[0], generator=g, dtype=D.dtype)
+    ratio = ((P - Y).pow(2).sum(1) / Y.pow(2).sum(1)).mean()
+    rel = lasso_problem(D, 0.1, code_loss="relative")
+    torch.testing.assert_close(rel.loss_between(P, Y), ratio)
+    mse = lasso_problem(D, 0.1)
+    torch.testing.assert_close(mse.loss_between(P, Y), (P - Y).pow(2).sum(1).mean())
+    # deep supervision: the (B, K, n) form averages the per-layer ratios
+    torch.testing.assert_close(rel.loss_between(torch.stack([P, Y], 1), Y), ratio / 2)
+    with pytest.raises(ValueError, match="code_loss"):
+        lasso_problem(D, 0.1, code_loss="l1")
+
+
+def test_support_selection_on_lista_trains_with_cosine_schedule():
+    D = _dictionary(dtype=torch.float32)
+    X = _signals(D, 256, 10)
+    problem = lasso_problem(D, 0.1, data=X, code_loss="relative")
+    net = LISTANet(D, 3, 0.1, "lista", support_selection=(5.0, 20.0))
+    res = train_lista(net, problem, X, mode="supervised", steps=150, batch_size=64, lr=3e-3,
+                      lr_schedule="cosine", final_steps=0)
+    assert len(res.stages) == 1
+    assert res.final_loss["supervised"] < 0.8 * res.initial_loss["supervised"]
+
+
+@pytest.mark.parametrize("kw, match", [({"code_loss": "l1"}, "code_loss"), ({"lr_schedule": "step"}, "lr_schedule")])
+def test_lista_estimator_validates_training_options(kw, match):
+    from facerig.sparse import LISTA
+
+    D = _dictionary(dtype=torch.float32)
+    with pytest.raises(ValueError, match=match):
+        LISTA(D.numpy(), n_layers=2, n_steps=5, **kw).fit(_signals(D, 16, 11).numpy())
