@@ -208,6 +208,11 @@ def main(argv=None):
     ap.add_argument("--solver", choices=("lm", "adam"), default=None,
                     help="photometric solver (default: FitOptions, lm; adam = the previous 40-iteration Adam stage)")
     ap.add_argument("--sigma", type=float, default=None, help="landmark noise in crop px (default: FitOptions)")
+    ap.add_argument("--photo-eps", type=float, default=None, help="Charbonnier eps of the photometric term (default: FitOptions)")
+    ap.add_argument("--subdivide", type=int, default=None,
+                    help="midpoint subdivision levels of the photometric render mesh (default: FitOptions)")
+    ap.add_argument("--erode", type=int, default=None,
+                    help="photometric term: pixels left out next to the rendered silhouette (default: FitOptions)")
     ap.add_argument("--examples", default=None, help="folder for a few input/overlay example images")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -219,6 +224,12 @@ def main(argv=None):
         opts.sigma = args.sigma
     if args.solver is not None:
         opts.photo_solver = args.solver
+    if args.photo_eps is not None:
+        opts.photo_eps = args.photo_eps
+    if args.erode is not None:
+        opts.photo_erode = args.erode
+    if args.subdivide is not None:
+        opts.photo_subdivide = args.subdivide
     ex = None
     if args.examples:
         ex = Path(args.examples)
@@ -226,7 +237,8 @@ def main(argv=None):
     print(f"bench_fit: {n} synthetic faces per run, {SIZE}x{SIZE}, focal {FOCAL:.0f} px, torch threads {args.threads}, "
           f"photometric solver {opts.photo_solver} " + (f"rounds (size px, iterations, landmark weight) {opts.photo_rounds()}"
           if opts.photo_solver == "lm" else f"{opts.adam_iterations} iterations")
-          + f", crop {opts.crop_size} px, landmark sigma {opts.sigma} px")
+          + f", crop {opts.crop_size} px, landmark sigma {opts.sigma} px, photometric eps {opts.photo_eps}, "
+          f"render subdivision {opts.photo_subdivide} (from {opts.photo_subdivide_min_size} px), silhouette erosion {opts.photo_erode} px")
     run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex)
     if not args.no_ict:
         if (ICT_DIR / "ict_face_area_morphs.npz").exists():

@@ -84,6 +84,15 @@ class FitOptions:
         photo_clamp: compare the render clamped to [0, 1] with the photo (saturated pixels).
         w_identity_lm, w_expression_lm: prior weights of the LM photometric stage (the Adam
             variant uses w_identity_photo, w_expression_photo).
+        photo_eps: Charbonnier scale of the LM photometric residual (colour units in [0, 1]:
+            residuals much larger than it are weighted like L1, robust to occluders and to
+            pixels the model cannot reproduce).
+        photo_subdivide, photo_subdivide_min_size: midpoint-subdivision levels of the mesh the LM
+            rounds render (:meth:`facerig.model.FaceModel.subdivide`: the same surface and code,
+            per-vertex shading sampled 4x more densely per level; slower), applied in the rounds
+            whose render size is >= ``photo_subdivide_min_size`` px.
+        photo_erode: leave out of the LM photometric term the pixels within this many pixels of
+            the rendered silhouette (partly background in the photo).
         photo_lr: Adam learning rate (whitened coefficients); photo_shape_lr: its factor for
             identity and expression (pose and light use fixed smaller factors).
         sigma: landmark noise in crop pixels; delta: Huber threshold (in sigmas).
@@ -124,6 +133,10 @@ class FitOptions:
     photo_clamp: bool = True
     w_identity_lm: float = 3.0
     w_expression_lm: float = 5.0
+    photo_subdivide: int = 0
+    photo_subdivide_min_size: int = 0
+    photo_eps: float = 0.005
+    photo_erode: int = 1
 
     def __post_init__(self):
         if self.landmarks not in ("dense", "sparse"):
@@ -144,6 +157,12 @@ class FitOptions:
             raise ValueError("photo_schedule: expected rounds (render size >= 8 px, LM iterations >= 0, landmark "
                              f"weight >= 0), e.g. ((80, 4, 0.05), (160, 3, 0.0)); got {self.photo_schedule!r}")
         self.photo_schedule = tuple(rounds)
+        for name in ("photo_subdivide", "photo_subdivide_min_size", "photo_erode"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        if not float(self.photo_eps) > 0:
+            raise ValueError(f"photo_eps: expected a positive colour difference (e.g. 0.01), got {self.photo_eps!r}")
 
     def photo_rounds(self) -> list:
         """The Levenberg-Marquardt rounds of stage 3, ``[(render size px, iterations, landmark weight)]``:
@@ -695,8 +714,8 @@ class _PhotoLM:
 
     The photometric residual of colour channel c at pixel p is
     ``sqrt(w_photo * m_p / area) * rho(clamp(I_p, 0, 1) - photo_p)`` with ``rho`` the signed square
-    root of the Charbonnier loss, ``m`` the skin mask x coverage x valid pixels and ``area`` its
-    sum, so the squared residuals sum to the same value as :class:`~facerig.face.energy.PhotometricTerm`
+    root of the Charbonnier loss, ``m`` the skin mask x coverage (less the ``erode`` px next to the
+    silhouette) x valid pixels and ``area`` its sum, so the squared residuals sum to the same value as :class:`~facerig.face.energy.PhotometricTerm`
     (rendered at ``size`` pixels: the photo is area-downsampled, focal and principal point scaled).
     It is evaluated on a fixed pixel set (the coverage at the start, dilated by ``pad`` pixels), so
     the residual vector keeps its length while the face moves.
@@ -709,7 +728,7 @@ class _PhotoLM:
     """
 
     def __init__(self, dec: FaceDecoder, obs: FaceObservation, pk: "_Packer", e_rest, w_photo: float, eps: float,
-                 size: int, pad: int = 2):
+                 size: int, pad: int = 2, erode: int = 0):
         from facerig.energy.terms import WeightedSum  # noqa: F401 (type only)
 
         self.dec, self.obs, self.pk, self.e_rest = dec, obs, pk, e_rest
@@ -727,6 +746,7 @@ class _PhotoLM:
         self.valid = valid.reshape(img.shape[0], h * w)
         self.pp = obs.principal_point * self.scale
         self.pad = int(pad)
+        self.erode = int(erode)
         self.sel = None
 
     # --------------------------------------------------------------- helpers
@@ -757,7 +777,12 @@ class _PhotoLM:
     def _photo_parts(self, out):
         """(mask weights on the support (B, N), rendered colours (B, N, 3), area (B,))."""
         B = out.image.shape[0]
-        m = (out.skin * out.alpha).reshape(B, -1) * self.valid
+        m = out.skin * out.alpha
+        if self.erode > 0:  # drop the pixels within ``erode`` px of the silhouette (partial coverage in the photo)
+            k = 2 * self.erode + 1
+            inner = -torch.nn.functional.max_pool2d(-out.alpha.permute(0, 3, 1, 2), k, stride=1, padding=self.erode)
+            m = m * inner.permute(0, 2, 3, 1)
+        m = m.reshape(B, -1) * self.valid
         area = m.sum(1).clamp(min=1.0)
         idx = self.sel
         ms = torch.gather(m, 1, idx) * self.flag
@@ -970,6 +995,19 @@ def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_
     return y, obs, energies, timings, stages
 
 
+def _subdivided(dec: FaceDecoder, levels: int) -> FaceDecoder:
+    """A decoder on ``dec.model.subdivide(levels)`` (midpoint subdivision: same code layout, same
+    landmark vertex indices, same piecewise-linear surface; per-vertex shading is sampled 4x
+    more densely per level), cached on ``dec``."""
+    if levels <= 0:
+        return dec
+    cache = dec.__dict__.setdefault("_subdivided_cache", {})
+    key = (levels, dec.model.dtype, str(dec.model.device))
+    if key not in cache:
+        cache[key] = FaceDecoder(dec.model.subdivide(levels), landmark_kind=dec.landmark_kind)
+    return cache[key]
+
+
 def _photometric_stage(dec: FaceDecoder, obs: FaceObservation, y: Tensor, opts: FitOptions, joint: bool, energy) -> Tensor:
     """Stage 3: photometric refinement of identity, expression, albedo, pose and SH light from the
     code vectors ``y`` (B, D) of stage 2; ``joint``: one identity and albedo for the B frames
@@ -985,13 +1023,17 @@ def _photometric_stage(dec: FaceDecoder, obs: FaceObservation, y: Tensor, opts: 
         for size, iters, w_lm in opts.photo_rounds():
             if int(iters) <= 0:
                 continue
-            e_rest = face_energy(dec, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
+            dec_r = _subdivided(dec, int(opts.photo_subdivide) if size >= opts.photo_subdivide_min_size else 0)
+            e_rest = face_energy(dec_r, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
                                  expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma,
                                  delta=opts.delta)
-            prob = _PhotoLM(dec, obs, pk, e_rest, opts.w_photometric, eps=0.02, size=int(size))
+            prob = _PhotoLM(dec_r, obs, pk, e_rest, opts.w_photometric, eps=opts.photo_eps, size=int(size),
+                           erode=opts.photo_erode)
             prob.set_support(p)
+            # stop right after the last step (the core's LM would compute one more, unused Jacobian)
             p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(iters),
-                                    damping=opts.photo_damping, tol=1e-6).x
+                                    damping=opts.photo_damping, tol=1e-6,
+                                    callback=lambda k, q, cost, n=int(iters): k >= n).x
         y = pk.unpack(p).detach()
     else:
         # Adam steps of size ~lr in every whitened coordinate: give pose and light smaller steps

@@ -252,18 +252,23 @@ def test_vertex_and_landmark_jacobians_match_autograd(decoder64):
     assert torch.allclose(Jr, Jr_ref, atol=1e-7 * float(Jr_ref.abs().max()))
 
 
-def test_photometric_lm_jacobian_matches_finite_differences():
+@pytest.mark.parametrize("subdivide,erode", [(0, 0), (1, 1)])
+def test_photometric_lm_jacobian_matches_finite_differences(subdivide, erode):
     """Photometric rows (perspective-correct barycentrics, frozen visibility, Charbonnier root, clamp)
-    against central differences of the rendered residuals. The skin mask is made uniform: the
-    fitter (like PhotometricTerm) treats the mask weights as constants."""
+    against central differences of the rendered residuals, also on a subdivided render mesh with the
+    silhouette eroded. The skin mask is made uniform: the fitter (like PhotometricTerm) treats the
+    mask weights as constants."""
     from facerig.face import FaceDecoder, face_energy
     from facerig.face import fit as F
 
     dec = FaceDecoder("default", dtype=torch.float64)
     dec.skin_weight = torch.ones_like(dec.skin_weight)
     pk, p, obs = _random_problem(dec, B=1, seed=1)
+    dec = F._subdivided(dec, subdivide)
+    assert dec.model.n_vertices == (468 if subdivide == 0 else 468 + 1365) and dec.sizes == F.FaceDecoder("default").sizes
+    dec.skin_weight = torch.ones_like(dec.skin_weight)
     e_rest = face_energy(dec, landmarks=0.3, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
-    prob = F._PhotoLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64)
+    prob = F._PhotoLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode)
     prob.set_support(p)
     r0 = prob.residual(p)
     J = prob.jacobian(p)
@@ -291,6 +296,12 @@ def test_photo_rounds_and_option_checks():
         FitOptions(photo_solver="sgd")
     with pytest.raises(ValueError, match="photo_iterations"):
         FitOptions(photo_iterations=-1)
+    with pytest.raises(ValueError, match="photo_eps"):
+        FitOptions(photo_eps=0.0)
+    with pytest.raises(ValueError, match="photo_erode"):
+        FitOptions(photo_erode=-1)
+    with pytest.raises(ValueError, match="photo_subdivide"):
+        FitOptions(photo_subdivide=1.5)
 
 
 def test_photometric_stage_corrects_noisy_landmarks(decoder):
