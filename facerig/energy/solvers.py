@@ -724,7 +724,7 @@ def levenberg_marquardt(
             if bool(done.all()):
                 reason = "tol"
                 break
-            if bool(ok.any()):
+            if k < max_iter and bool(ok.any()):  # no Jacobian after the last iteration: it would go unused
                 r, J = jac(p)
     if bar is not None:
         bar.close()
