@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Train the shipped default encoder (``assets/default_encoder.pt``) - one command, offline, CPU:
+
+    nice -n 10 .venv/bin/python tools/train_default_encoder.py            # ~45-60 min on 1 CPU core
+    nice -n 10 .venv/bin/python tools/train_default_encoder.py --resume   # continue an interrupted run
+
+What it trains on (everything is generated or ships with installed packages; nothing is downloaded):
+
+* synthetic faces (:class:`facerig.encoder.SyntheticFaceDataset`): the default face model with
+  random identity, expression, albedo, pose (yaw +-60, pitch +-30, roll +-10 deg), distance,
+  SH light, rendered over crops of scikit-image's non-face sample photos, cut like
+  :func:`facerig.landmarks.square_crop` cuts a detected face (random margin and shift), colour
+  jitter and noise - ``source`` 1: self-supervised code loss + the unsupervised face energy;
+* augmented crops of the real face photos that ship with installed packages
+  (:func:`facerig.encoder.sample_face_photos`: scikit-image's ``astronaut()`` and matplotlib's
+  ``grace_hopper.jpg``, both public domain), MediaPipe landmarks - ``source`` 0: unsupervised
+  (photometric + landmarks + priors) only.
+
+The run folder (default ``out/train_default_encoder``) holds the checkpoint, ``log.csv``,
+``validation.csv`` and ``images/``; the final weights are written (float16, a few MB) to
+``assets/default_encoder.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from facerig.encoder.model import FaceEncoder  # noqa: E402
+from facerig.encoder.synthetic_data import SamplePhotoDataset, SyntheticFaceDataset  # noqa: E402
+from facerig.encoder.training import TrainConfig, train_encoder  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(REPO / "out" / "train_default_encoder"), help="run folder (default out/train_default_encoder)")
+    ap.add_argument("--asset", default=str(REPO / "assets" / "default_encoder.pt"), help="where to write the encoder")
+    ap.add_argument("--arch", default="mobile", choices=("mobile", "resnet"))
+    ap.add_argument("--size", type=int, default=128, help="crop size (default 128)")
+    ap.add_argument("--width", type=float, default=0.5, help="mobile width multiplier (default 0.5)")
+    ap.add_argument("--faces", type=int, default=8000,
+                    help="synthetic faces in the training pool, kept in memory and revisited each epoch (default 8000)")
+    ap.add_argument("--render-size", type=int, default=64, help="resolution of the photometric term (default 64)")
+    ap.add_argument("--steps", type=int, default=5000, help="optimisation steps (default 5000)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--photo-share", type=float, default=0.05, help="fraction of real-photo items (default 0.05)")
+    ap.add_argument("--unsupervised", type=float, default=1.0, help="weight of the unsupervised loss (default 1)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default=None,
+                    help="start from this encoder file's weights (fine-tuning; architecture options are taken from it)")
+    ap.add_argument("--shape-weight", type=float, default=1.0,
+                    help="weight of the shape part of the self-supervised code loss (default 1)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n_photo = int(round(args.faces * args.photo_share))
+    synth = SyntheticFaceDataset(args.faces, args.size, seed=args.seed, cache=True)
+    parts = [synth]
+    if n_photo:
+        photos = SamplePhotoDataset(n_photo, args.size, seed=args.seed)
+        print(f"real photos: {', '.join(photos.names)} ({n_photo} augmented crops)")
+        parts.append(photos)
+    data = torch.utils.data.ConcatDataset(parts)
+    val_parts = [SyntheticFaceDataset(48, args.size, seed=10_000 + args.seed)]
+    if n_photo:
+        val_parts.append(SamplePhotoDataset(8, args.size, seed=10_000 + args.seed))
+    val = torch.utils.data.ConcatDataset(val_parts)
+    if args.init:
+        enc = FaceEncoder.from_file(args.init)
+        enc.train()
+        if enc.input_size != args.size:
+            raise SystemExit(f"--init: {args.init} takes {enc.input_size} px crops; pass --size {enc.input_size}")
+    else:
+        backbone = {"width": args.width} if args.arch == "mobile" else {}
+        enc = FaceEncoder(args.arch, args.size, backbone=backbone)
+    mode = {"self_supervised": 1.0, "unsupervised": args.unsupervised} if args.unsupervised > 0 else "self_supervised"
+    cfg = TrainConfig(mode=mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=100, log_every=20,
+                      val_every=max(1, args.steps // 8), seed=args.seed, render_size=args.render_size,
+                      code_weights={"shape": args.shape_weight} if args.shape_weight != 1.0 else {})
+    t0 = time.perf_counter()
+    res = train_encoder(enc, data, args.out, config=cfg, val_dataset=val, device=args.device, resume=args.resume)
+    enc.to("cpu")
+    path = enc.save(args.asset, half=True, extra={"trained_by": "tools/train_default_encoder.py " + " ".join(argv or sys.argv[1:]),
+                                                   "steps": res.n_steps, "init": args.init,
+                                                   "data": "synthetic faces + astronaut()/grace_hopper crops"})
+    print(f"trained {res.n_steps} steps in {time.perf_counter() - t0:.0f} s; wrote {path} "
+          f"({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
