@@ -6,6 +6,10 @@ energy     the core: energy terms, priors, proximal operators, solvers, unrollin
 render     cameras, rasteriser, interpolation, textures, spherical-harmonics shading
 model      face models (3DMMs), the graphic code, loaders and mesh / rig export
 landmarks  face detection and Face Mesh landmarks (MediaPipe)
+face       the face decoder, the face energy, analysis-by-synthesis fitting, synthetic faces
+encoder    the MoFA encoder: CNN -> graphic code, training, reconstruction
+rig        video -> personalised blendshape rig (multi-frame fitting, tracking, glTF)
+video      streaming video / frame-folder reading and atomic video writing
 sparse     sparse coding (ISTA / FISTA / LISTA) on the core
 
 Conventions used everywhere
@@ -23,6 +27,10 @@ _LAZY = {
     "fit_image": "facerig.face",
     "fit_frames": "facerig.face",
     "load_model": "facerig.model",
+    "reconstruct": "facerig.encoder.reconstruct",
+    "reconstruct_video": "facerig.encoder.reconstruct",
+    "load_encoder": "facerig.encoder",
+    "build_rig": "facerig.rig",
 }
 
 

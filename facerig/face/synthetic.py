@@ -9,6 +9,15 @@ the landmark detector, so :class:`FaceRenderer` drops that group and closes ever
 loop (the eye holes) with a fan around a new centre vertex set 0.3 cm back: a sclera-white rim and a
 dark iris centre. The ground-truth geometry (``SyntheticSample.vertices``) is the model's own mesh.
 
+Opt-in (``FaceRenderer(..., styled=True, rest_vertices=...)``, ``FaceRenderer.for_model(model,
+styled=True, open_mouth=True)``, ``SyntheticFaces(..., styled=True)``): each inner loop is styled by
+its kind (:func:`classify_loops`). Eye loops get a sharp eyelid margin (the fan uses copies of the
+loop vertices, so the skin around keeps its own albedo), a sclera band, a round iris clipped by the
+lids and a dark pupil; their colours fade to the neighbouring skin as the loop's area shrinks (a
+closed eye shows skin, not a white rim). Mouth loops get a dark mouth interior (deep red to black,
+set back 1 cm) and no white rim. ``open_mouth`` also drops the default model's ``mouth_opening``
+face group so an open jaw shows the mouth interior. The defaults keep the original look.
+
 Frames and units follow :mod:`facerig.face.decoder`: model frame in cm, OpenCV camera frame, pixel
 centres at +0.5, images (H, W, 3).
 """
@@ -26,8 +35,8 @@ from facerig.face.decoder import SH_AMBIENT, FaceDecoder, make_camera
 from facerig.model import GraphicCode
 from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh
 
-__all__ = ["BACKGROUND_PHOTOS", "background_photos", "random_crop", "random_rotation", "random_sh",
-           "open_eye_faces", "close_holes", "FaceRenderer", "SyntheticFaces", "SyntheticSample"]
+__all__ = ["BACKGROUND_PHOTOS", "background_photos", "random_crop", "head_rotation", "random_rotation", "random_sh",
+           "open_eye_faces", "close_holes", "classify_loops", "FaceRenderer", "SyntheticFaces", "SyntheticSample"]
 
 BACKGROUND_PHOTOS = ("coffee", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry",
                      "moon", "coins", "retina")
@@ -85,16 +94,25 @@ def random_crop(rng: np.random.Generator, photos: list, size: int, scale_range=(
     return np.ascontiguousarray(crop)
 
 
-def random_rotation(rng: np.random.Generator, yaw: float = 60.0, pitch: float = 30.0, roll: float = 10.0):
-    """A head rotation ``R_yaw @ R_pitch @ R_roll`` with angles uniform in +-``yaw``/``pitch``/``roll`` degrees.
+def head_rotation(yaw, pitch, roll) -> Tensor:
+    """Axis-angle (..., 3) float32 of the head rotation ``R_yaw @ R_pitch @ R_roll`` (angles in degrees,
+    scalars or arrays of one shape): yaw about y, pitch about x, roll about z, applied after
+    ``MODEL_TO_OPENCV`` as the :class:`~facerig.model.GraphicCode` ``rotation``."""
+    y, p, r = (torch.as_tensor(np.radians(np.asarray(a, np.float64))) for a in (yaw, pitch, roll))
+    y, p, r = torch.broadcast_tensors(y, p, r)
+    z = torch.zeros_like(y)
+    R = (axis_angle_to_matrix(torch.stack([z, y, z], -1)) @ axis_angle_to_matrix(torch.stack([p, z, z], -1))
+         @ axis_angle_to_matrix(torch.stack([z, z, r], -1)))
+    return matrix_to_axis_angle(R).float()
 
-    Returns ``(axis_angle (3,) float32 tensor, yaw_deg, pitch_deg, roll_deg)``; the axis-angle is the
-    :class:`~facerig.model.GraphicCode` ``rotation`` (applied after ``MODEL_TO_OPENCV``).
+
+def random_rotation(rng: np.random.Generator, yaw: float = 60.0, pitch: float = 30.0, roll: float = 10.0):
+    """A head rotation (:func:`head_rotation`) with angles uniform in +-``yaw``/``pitch``/``roll`` degrees.
+
+    Returns ``(axis_angle (3,) float32 tensor, yaw_deg, pitch_deg, roll_deg)``.
     """
-    y, p, r = (np.radians(rng.uniform(-a, a)) for a in (yaw, pitch, roll))
-    R = (axis_angle_to_matrix(torch.tensor([0.0, y, 0.0])) @ axis_angle_to_matrix(torch.tensor([p, 0.0, 0.0]))
-         @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, r])))
-    return matrix_to_axis_angle(R).float(), float(np.degrees(y)), float(np.degrees(p)), float(np.degrees(r))
+    y, p, r = (float(rng.uniform(-a, a)) for a in (yaw, pitch, roll))
+    return head_rotation(y, p, r), y, p, r
 
 
 def random_sh(rng: np.random.Generator, ambient=(0.8, 1.2), band1: float = 0.2, band2: float = 0.05,
@@ -110,15 +128,41 @@ def random_sh(rng: np.random.Generator, ambient=(0.8, 1.2), band1: float = 0.2, 
     return sh
 
 
-def open_eye_faces(model) -> np.ndarray:
-    """The model's faces (F', 3) int64 without its ``eye_openings`` face group (if it has one)."""
+def open_eye_faces(model, open_mouth: bool = False) -> np.ndarray:
+    """The model's faces (F', 3) int64 without its ``eye_openings`` face group (if it has one) and,
+    with ``open_mouth``, without its ``mouth_opening`` group."""
     faces = model.faces.cpu().numpy()
-    group = model.face_groups.get("eye_openings")
-    if group is None:
-        return faces
-    group = group.cpu().numpy()
-    drop = group if group.dtype == bool else np.isin(np.arange(len(faces)), group)
+    drop = np.zeros(len(faces), bool)
+    for name in ("eye_openings", "mouth_opening") if open_mouth else ("eye_openings",):
+        group = model.face_groups.get(name)
+        if group is None:
+            continue
+        group = group.cpu().numpy()
+        drop |= group if group.dtype == bool else np.isin(np.arange(len(faces)), group)
     return faces[~drop]
+
+
+def classify_loops(loops, rest_vertices, mouth_drop: float = 3.0) -> list:
+    """Kind of each boundary loop of a face mesh: ``"mouth"`` for loops whose centroid lies more
+    than ``mouth_drop`` cm below the highest loop centroid, else ``"eye"``.
+
+    Args:
+        loops: vertex index lists (:func:`close_holes`).
+        rest_vertices: (V, 3) the mesh at rest in a model frame with y up, cm.
+    """
+    X = np.asarray(rest_vertices, np.float64)
+    if X.ndim != 2 or X.shape[1] != 3:
+        raise ValueError(f"rest_vertices: expected (V, 3) model-frame vertices (y up, cm), got {X.shape}")
+    ys = [X[np.asarray(lp)].mean(0)[1] for lp in loops]
+    top = max(ys) if ys else 0.0
+    return ["mouth" if y < top - mouth_drop else "eye" for y in ys]
+
+
+def _loop_area(P: Tensor) -> Tensor:
+    """(B, n, 3) closed polygon -> (B,) area of its (vector) area, same unit squared."""
+    c = P.mean(1, keepdim=True)
+    a, b = P - c, P.roll(-1, 1) - c
+    return 0.5 * torch.linalg.cross(a, b, dim=-1).sum(1).norm(dim=-1)
 
 
 def close_holes(faces: np.ndarray, n_verts: int):
@@ -158,19 +202,95 @@ class FaceRenderer:
         faces: (F, 3) triangles of the mesh to render (e.g. :func:`open_eye_faces`), numpy or tensor.
         n_vertices: its vertex count.
         iris_color, sclera_color: RGB in [0, 1].
+        styled: opt-in per-loop styling (eyes: lid margin, sclera, round iris, pupil, fading to skin
+            as the eye closes; mouth: dark interior). False (default): every inner loop is closed
+            by one fan with a sclera rim and an iris centre.
+        rest_vertices: (V, 3) the mesh at rest (model frame, y up, cm): needed with ``styled`` to
+            tell mouth loops from eye loops (:func:`classify_loops`) and to measure how open a
+            loop is (its area relative to the rest area).
+        loop_kinds: optional explicit list of "eye" / "mouth" per inner loop (overrides the
+            classification).
+        iris_radius: iris radius, cm (styled eyes).
+        mouth_color: RGB of the mouth interior near the lips (styled mouths); the centre is darker.
     """
 
-    def __init__(self, faces, n_vertices: int, iris_color=(0.12, 0.08, 0.06), sclera_color=(0.85, 0.82, 0.78)):
+    def __init__(self, faces, n_vertices: int, iris_color=(0.12, 0.08, 0.06), sclera_color=(0.85, 0.82, 0.78), *,
+                 styled: bool = False, rest_vertices=None, loop_kinds=None, iris_radius: float = 0.55,
+                 mouth_color=(0.32, 0.10, 0.09)):
         faces = faces.cpu().numpy() if isinstance(faces, Tensor) else np.asarray(faces)
-        self.loops, filled = close_holes(faces.astype(np.int64), n_vertices)
+        faces = faces.astype(np.int64)
+        self.loops, filled = close_holes(faces, n_vertices)
         self.faces = torch.from_numpy(filled)
         self.iris = torch.tensor(iris_color)
         self.sclera = torch.tensor(sclera_color)
+        self.styled = bool(styled)
+        if not self.styled:
+            return
+        if rest_vertices is None:
+            raise ValueError("rest_vertices: styled=True needs the (V, 3) rest mesh (model frame, y up, cm)")
+        rest = rest_vertices.detach().cpu().double().numpy() if isinstance(rest_vertices, Tensor) \
+            else np.asarray(rest_vertices, np.float64)
+        if rest.shape != (n_vertices, 3):
+            raise ValueError(f"rest_vertices: expected ({n_vertices}, 3), got {rest.shape}")
+        self.kinds = list(loop_kinds) if loop_kinds is not None else classify_loops(self.loops, rest)
+        if len(self.kinds) != len(self.loops) or any(k not in ("eye", "mouth") for k in self.kinds):
+            raise ValueError(f"loop_kinds: expected {len(self.loops)} entries of 'eye' / 'mouth', got {self.kinds}")
+        self.iris_radius = float(iris_radius)
+        self.mouth = torch.tensor(mouth_color)
+        self.rest_area = [float(_loop_area(torch.from_numpy(rest[lp])[None])[0]) for lp in self.loops]
+        # per loop k with n vertices: n copies of the loop (the fan's rim), n inner-ring vertices, a centre
+        new, nv = [faces], n_vertices
+        for lp in self.loops:
+            n = len(lp)
+            a = nv + np.arange(n)          # rim copies
+            b = nv + n + np.arange(n)      # inner ring
+            c = nv + 2 * n                 # centre
+            a1, b1 = np.roll(a, -1), np.roll(b, -1)
+            new += [np.stack([a1, a, b], 1), np.stack([a1, b, b1], 1), np.stack([b1, b, np.full(n, c)], 1)]
+            nv += 2 * n + 1
+        self.faces = torch.from_numpy(np.concatenate(new).astype(np.int64))
 
     @classmethod
-    def for_model(cls, model) -> "FaceRenderer":
-        """The renderer of a :class:`~facerig.model.FaceModel` with its eye openings removed and closed."""
-        return cls(open_eye_faces(model), model.n_vertices)
+    def for_model(cls, model, styled: bool = False, open_mouth: bool = False) -> "FaceRenderer":
+        """The renderer of a :class:`~facerig.model.FaceModel` with its eye openings removed and closed
+        (``open_mouth``: its mouth opening too; ``styled``: per-loop styling, see the class)."""
+        if open_mouth and not styled:
+            raise ValueError("open_mouth: needs styled=True (an unstyled mouth would get the eyes' white rim)")
+        rest = model.mean.detach().cpu().double().numpy() if styled else None
+        return cls(open_eye_faces(model, open_mouth), model.n_vertices, styled=styled, rest_vertices=rest)
+
+    def _styled_geometry(self, verts_cam: Tensor, colors: Tensor):
+        B = verts_cam.shape[0]
+        dev, dt = verts_cam.device, verts_cam.dtype
+        v, c = [verts_cam], [colors]
+        for lp, kind, rest_area in zip(self.loops, self.kinds, self.rest_area):
+            P = verts_cam[:, lp]                                            # (B, n, 3)
+            skin = colors[:, lp].mean(1, keepdim=True)                      # (B, 1, 3)
+            centre = P.mean(1, keepdim=True)
+            if kind == "eye":
+                back = torch.tensor([0.0, 0.0, 0.3], device=dev, dtype=dt)
+                d = P - centre
+                r = d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+                inner = centre + d * (self.iris_radius / r).clamp(max=0.8) + 0.5 * back
+                # how open the eye is: 0 closed .. 1 as at rest; colours fade to the skin when closed
+                s = ((_loop_area(P) / max(rest_area, 1e-9) - 0.12) / 0.33).clamp(0, 1)
+                s = (s * s * (3 - 2 * s))[:, None, None]
+                rim_c, ring_c = self.sclera.to(dev, dt), self.iris.to(dev, dt)
+                mid_c = 0.35 * ring_c
+                ctr = centre + back
+            else:
+                back = torch.tensor([0.0, 0.0, 1.0], device=dev, dtype=dt)
+                inner = centre + 0.6 * (P - centre) + 0.5 * back
+                s = torch.ones(B, 1, 1, device=dev, dtype=dt)
+                rim_c = self.mouth.to(dev, dt)
+                ring_c = 0.45 * rim_c
+                mid_c = 0.12 * rim_c
+                ctr = centre + back
+            n = P.shape[1]
+            v += [P, inner, ctr]
+            mix = lambda col: skin + s * (col - skin)  # noqa: E731
+            c += [mix(rim_c).expand(B, n, 3), mix(ring_c).expand(B, n, 3), mix(mid_c).expand(B, 1, 3)]
+        return torch.cat(v, 1), torch.cat(c, 1)
 
     def __call__(self, verts_cam: Tensor, colors: Tensor, camera, image_size, sh: Tensor, background=None):
         """Render (no gradients needed, but they flow).
@@ -187,6 +307,10 @@ class FaceRenderer:
         """
         B = verts_cam.shape[0]
         dev, dt = verts_cam.device, verts_cam.dtype
+        if self.styled:
+            V, C = self._styled_geometry(verts_cam, colors.expand(B, -1, -1).to(dt))
+            return render_mesh(V, self.faces.to(dev), camera, tuple(image_size), colors=C, sh_coeffs=sh,
+                               background=background)
         v, c = [verts_cam], [colors.clone()]
         for loop in self.loops:
             centre = verts_cam[:, loop].mean(1) + torch.tensor([0.0, 0.0, 0.3], device=dev, dtype=dt)
@@ -228,7 +352,8 @@ class SyntheticFaces:
     The defaults are the fitting benchmark's distribution: identity and expression from the model's
     priors (expression ``|N(0, 0.5^2)|`` x ``expression_scale``), albedo from its prior at
     ``albedo_scale`` x its std, yaw +-60, pitch +-30, roll +-10 degrees, 60-80 cm away, +-1.5 cm
-    off-centre, :func:`random_sh` light, focal ``2.5 * size``.
+    off-centre, :func:`random_sh` light, focal ``2.5 * size``. ``styled`` / ``open_mouth``: the opt-in
+    eye and mouth styling of :class:`FaceRenderer` (default off).
 
     Example::
 
@@ -239,7 +364,8 @@ class SyntheticFaces:
 
     def __init__(self, decoder: FaceDecoder | str = "default", size: int = 256, focal: float | None = None,
                  yaw: float = 60.0, pitch: float = 30.0, roll: float = 10.0, distance=(60.0, 80.0),
-                 offset: float = 1.5, expression_scale: float = 0.5, albedo_scale: float = 0.5, photos=None):
+                 offset: float = 1.5, expression_scale: float = 0.5, albedo_scale: float = 0.5, photos=None,
+                 styled: bool = False, open_mouth: bool = False):
         self.dec = decoder if isinstance(decoder, FaceDecoder) else FaceDecoder(decoder)
         self.size = int(size)
         self.focal = float(focal) if focal is not None else 2.5 * self.size
@@ -247,7 +373,7 @@ class SyntheticFaces:
         self.distance, self.offset = distance, offset
         self.expression_scale, self.albedo_scale = expression_scale, albedo_scale
         self.photos = photos if photos is not None else background_photos(self.size)
-        self.renderer = FaceRenderer.for_model(self.dec.model)
+        self.renderer = FaceRenderer.for_model(self.dec.model, styled=styled, open_mouth=open_mouth)
 
     def random_code(self, rng: np.random.Generator) -> tuple:
         """A random code (batch 1, float32) and its (yaw, pitch, roll) in degrees."""

@@ -151,50 +151,35 @@ class LandmarkTracker:
     def track_video(
         self, path, max_frames: int | None = None, stride: int = 1
     ) -> tuple[list[FaceLandmarks | None], np.ndarray]:
-        """Track the faces of a video file (anything ``cv2.VideoCapture`` reads, e.g. mp4v .mp4,
-        MJPG .avi), from its first frame.
+        """Track the faces of a video file (read with :class:`facerig.video.VideoReader`: mp4v
+        .mp4, MJPG .avi, whatever this OpenCV decodes) or a folder of frames, from its first frame.
 
         Every ``stride``-th frame is processed, at most ``max_frames`` of them. The tracker is
-        :meth:`reset` first. Timestamps come from the file (``CAP_PROP_POS_MSEC``) when they
-        increase, else from the frame index and the file's frame rate (or ``fps``).
+        :meth:`reset` first. Timestamps are source frame index / the file's frame rate (30 when
+        the file has none, and for folders), so strided frames keep their real times.
 
         Returns ``(faces, times)``: one entry per processed frame (None = no face) and a
-        (F,) float64 array of their times in seconds. Raises :class:`ImageReadError` when the
-        file cannot be opened or has no readable frame.
+        (F,) float64 array of their times in seconds. Raises :class:`ImageReadError`
+        (:class:`facerig.video.VideoError`, naming the codecs that work) when the file cannot
+        be opened or has no readable frame. Frames are streamed, never all held.
         """
-        import cv2
-
         from facerig.landmarks.image import ImageReadError
+        from facerig.video import VideoReader
 
         if not isinstance(stride, (int, np.integer)) or stride < 1:
             raise ValueError(f"stride must be a positive int, got {stride!r}")
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be a positive int or None, got {max_frames!r}")
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise ImageReadError(f"cannot open video file {str(path)!r} (missing, corrupt or unsupported codec)")
         self.reset()
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        fps = fps if np.isfinite(fps) and fps > 0 else self.fps
         faces: list[FaceLandmarks | None] = []
         times: list[float] = []
-        index = 0
-        try:
-            while max_frames is None or len(faces) < max_frames:
-                ok, bgr = cap.read()
-                if not ok:
+        with VideoReader(path, stride=int(stride)) as video:
+            for index, rgb in video:
+                if max_frames is not None and len(faces) >= max_frames:
                     break
-                if index % stride == 0:
-                    t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                    if not (np.isfinite(t) and (not times or t > times[-1])):
-                        t = index / fps
-                        if times and not t > times[-1]:
-                            t = times[-1] + 1.0 / fps
-                    faces.append(self.process(bgr[:, :, ::-1], timestamp=t))
-                    times.append(t)
-                index += 1
-        finally:
-            cap.release()
+                t = index / video.source_fps
+                faces.append(self.process(rgb, timestamp=t))
+                times.append(t)
         if not faces:
             raise ImageReadError(f"video file {str(path)!r} has no readable frame")
         return faces, np.asarray(times, dtype=np.float64)

@@ -55,3 +55,71 @@ def test_random_crop_shape_and_range():
     photo = (np.arange(300 * 400 * 3) % 251).astype(np.uint8).reshape(300, 400, 3)
     c = random_crop(rng, [photo], 64, scale_range=(1.0, 3.0))
     assert c.shape == (64, 64, 3) and c.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- opt-in eye / mouth styling
+import torch  # noqa: E402
+from facerig.face.synthetic import FaceRenderer, classify_loops  # noqa: E402
+
+
+def _render_expr(gen, weights: dict):
+    dec = gen.dec
+    code = dec.zero_code(1, image_size=gen.size)
+    code.focal = torch.full_like(code.focal, 2.5 * gen.size)
+    code.translation = code.translation + torch.tensor([[0.0, 0.0, -12.0]])  # closer: the face fills the frame
+    names = list(dec.model.expression_names)
+    for k, v in weights.items():
+        code.expression[0, names.index(k)] = v
+    img = gen.render(code)[0].astype(np.float64) / 255.0
+    with torch.no_grad():
+        verts = dec.vertices(code)
+        pix = dec.project(verts, code.focal, (gen.size, gen.size))[0].numpy()
+    return img, pix
+
+
+@pytest.fixture(scope="module")
+def styled():
+    grey = [np.full((160, 160, 3), 90, np.uint8)]
+    return SyntheticFaces(size=160, photos=grey, styled=True, open_mouth=True)
+
+
+def test_styled_loops_are_classified_and_defaults_unchanged(gen, styled):
+    r = styled.renderer
+    assert sorted(r.kinds) == ["eye", "eye", "mouth"]
+    mouth = r.loops[r.kinds.index("mouth")]
+    assert styled.dec.model.mean[mouth, 1].mean() < styled.dec.model.mean[r.loops[0], 1].mean() or r.kinds[0] == "mouth"
+    # the default renderer keeps one fan per hole and no styling
+    plain = gen.renderer
+    assert not plain.styled and len(plain.loops) == 2
+    assert len(plain.faces) == len(open_eye_faces(gen.dec.model)) + sum(len(lp) for lp in plain.loops)
+    # classify_loops: a loop far below the others is a mouth
+    rest = np.zeros((6, 3))
+    rest[3:, 1] = -5.0
+    assert classify_loops([[0, 1, 2], [3, 4, 5]], rest) == ["eye", "mouth"]
+    with pytest.raises(ValueError, match="rest_vertices"):
+        FaceRenderer(open_eye_faces(gen.dec.model), 468, styled=True)
+    with pytest.raises(ValueError, match="open_mouth"):
+        FaceRenderer.for_model(gen.dec.model, open_mouth=True)
+
+
+def test_styled_closed_eye_shows_skin_and_open_mouth_is_dark(styled):
+    r = styled.renderer
+    eye = r.loops[r.kinds.index("eye")]
+    mouth = r.loops[r.kinds.index("mouth")]
+
+    def at(img, pix, loop, dy=0.0):
+        x, y = pix[loop, :2].mean(0) + np.array([0.0, dy])
+        return img[int(y), int(x)]
+
+    img_o, pix_o = _render_expr(styled, {})
+    img_c, pix_c = _render_expr(styled, {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0})
+    img_j, pix_j = _render_expr(styled, {"jawOpen": 0.8})
+    h = np.ptp(pix_o[eye, 0])  # eye width, px
+    skin_c = at(img_c, pix_c, eye, dy=0.6 * h)        # cheek skin below the closed eye
+    assert at(img_o, pix_o, eye).mean() < 0.25            # open: a dark pupil in the middle
+    assert np.abs(at(img_c, pix_c, eye) - skin_c).max() < 0.12  # closed: the lid looks like skin
+    assert at(img_j, pix_j, mouth).max() < 0.15           # open jaw: a dark mouth interior
+    # no white rim inside an open mouth
+    xs, ys = pix_j[mouth, 0], pix_j[mouth, 1]
+    box = img_j[int(ys.min()) + 1:int(ys.max()), int(xs.min()) + 2:int(xs.max()) - 1]
+    assert box.min(-1).max() < 0.7

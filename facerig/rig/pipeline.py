@@ -1,0 +1,802 @@
+"""Video -> personalised face rig: :func:`build_rig`.
+
+Stages (frames are streamed from :class:`facerig.video.VideoReader`; nothing holds the video):
+
+1. **Landmark tracking** (:class:`facerig.landmarks.LandmarkTracker`, video mode): 468 Face
+   Mesh points per frame, a "face found" flag; zero-phase Gaussian smoothing over time
+   (:func:`facerig.rig.track.smooth_tracks`; ``RigOptions.zero_phase``).
+2. **Keyframes** (:func:`facerig.rig.track.select_keyframes`): diverse poses and expressions.
+3. **Identity and albedo** from the keyframes: by default the mean of independent single-image
+   fits (:func:`facerig.face.fit_image`: landmarks, then Levenberg-Marquardt photometric);
+   ``RigOptions(identity_fit="joint")``: one identity fitted jointly on them
+   (:func:`facerig.face.fit_frames`).
+4. **Personalisation**: the generic ARKit blendshapes carried onto the fitted neutral by
+   deformation transfer (:func:`facerig.rig.transfer.deformation_transfer`).
+5. **Per-frame tracking** of the 53 weights, head pose and SH light with the personalised rig
+   (:class:`facerig.rig.track.FrameTracker`: LM warm-started from the previous frame, temporal
+   terms), cached per chunk of frames so an interrupted run resumes with the same result; lost
+   frames are interpolated.
+6. **Texture**: a de-lit UV albedo texture from the keyframes (:class:`facerig.rig.texture.TextureBuilder`).
+7. **Outputs** (when ``out`` is given): ``rig.glb``, ``blendshapes/*.obj``, ``texture.png``,
+   ``tracking.csv``, ``preview.mp4`` (original | overlay | rig), ``report.png``, ``rig.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facerig.face import NoFaceError
+from facerig.rig.track import LANDMARK_SHAPE_PRIOR
+
+__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO"]
+
+SAMPLE_VIDEO = "sample_face.mp4"
+CACHE_VERSION = 1
+
+
+@dataclass
+class RigOptions:
+    """Settings of :func:`build_rig`.
+
+    Attributes:
+        keyframes: number of keyframes for the identity / albedo fit.
+        identity_fit: "average" (default): an independent single-image fit of each keyframe
+            (:func:`facerig.face.fit_image`: landmarks, then Levenberg-Marquardt photometric), identity
+            and albedo = the mean of their coefficients (the model is linear in them, so the neutral
+            is the mean of the neutrals; per-frame errors of pose, expression and detection average
+            out); "joint": one identity and albedo fitted jointly on the keyframes
+            (:func:`facerig.face.fit_frames`, Adam photometric stage).
+        smoothing: smooth the tracked landmarks over time (False: raw detections).
+        zero_phase: (seconds, seconds): how: a zero-phase Gaussian smoothing of the raw landmarks
+            over time (default; no lag, so short blinks keep their depth), the first std for most
+            points, the second for the eye and lip points (:func:`facerig.rig.track.smooth_tracks`);
+            None: the landmark tracker's causal One-Euro filter.
+        w_temporal: weight of the per-frame temporal terms (0 = independent frames).
+        temporal_scales: expected frame-to-frame change per part (``expression`` weight units,
+            ``rotation`` radians, ``translation`` cm; :class:`facerig.rig.track.FrameTracker`).
+        w_expression: weight of the expression prior in per-frame tracking.
+        w_sparse: weight of the sparsity prior on the weights (:class:`facerig.rig.track.SparseWeights`).
+        eye_weight, lip_weight: landmark weights of the eye and lip points in per-frame tracking.
+        contour_weight: landmark weight of the face-oval (jaw line) points in per-frame tracking
+            (sliding contour; the detector's chin follows an opening jaw poorly).
+        shape_prior: ``{blendshape name or fnmatch pattern: factor}`` multiplying the per-frame
+            expression prior of those shapes (:class:`facerig.rig.track.FrameTracker`; default
+            :data:`facerig.rig.track.LANDMARK_SHAPE_PRIOR`; None = the same prior for all).
+        correctives: number of low-rank corrective shapes learned from the landmark residuals
+            (:func:`facerig.rig.correctives.corrective_shapes`; 0 = none), appended to the rig as
+            ``corrective_1..k`` morph targets with their per-frame weights.
+        iterations: LM iterations per frame (warm start).
+        key_photo_iterations: photometric (Adam) iterations of the keyframe fit.
+        texture_size: side of texture.png in texels (0 = no texture).
+        preview: write preview.mp4; preview_height: height of each preview panel (px, default
+            min(frame height, 360)).
+        chunk: frames per cache file.
+        light: estimate per-frame SH light (closed form); False keeps the keyframes' mean light.
+        dtype: tracking precision (float64 default: the forward-difference Jacobians need it).
+    """
+
+    keyframes: int = 8
+    identity_fit: str = "average"
+    smoothing: bool = True
+    zero_phase: tuple | None = (0.1, 0.05)
+    w_temporal: float = 1.0
+    temporal_scales: dict | None = None
+    w_expression: float = 5.0
+    w_sparse: float = 5.0
+    eye_weight: float = 5.0
+    lip_weight: float = 5.0
+    contour_weight: float = 0.1
+    shape_prior: dict | None = field(default_factory=lambda: dict(LANDMARK_SHAPE_PRIOR))
+    correctives: int = 0
+    iterations: int = 3
+    key_photo_iterations: int = 40
+    texture_size: int = 256
+    preview: bool = True
+    preview_height: int | None = None
+    chunk: int = 32
+    light: bool = True
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        for name in ("keyframes", "iterations", "chunk"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        if not (self.w_temporal >= 0 and self.w_expression >= 0):
+            raise ValueError("w_temporal and w_expression must be >= 0")
+        if isinstance(self.correctives, bool) or not isinstance(self.correctives, int) or self.correctives < 0:
+            raise ValueError(f"correctives: expected an int >= 0, got {self.correctives!r}")
+        if self.texture_size < 0:
+            raise ValueError(f"texture_size: expected >= 0, got {self.texture_size}")
+        if self.identity_fit not in ("average", "joint"):
+            raise ValueError(f"identity_fit: expected 'average' or 'joint', got {self.identity_fit!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+
+
+@dataclass
+class Rig:
+    """A personalised face rig and the performance tracked in the video.
+
+    Geometry is in the model frame (x subject's left, y up, z toward the viewer), cm; poses are
+    camera-frame codes (``X_cam = R(rotation) @ diag(1,-1,-1) @ X + translation``, OpenCV
+    camera with ``focal`` px and the principal point at the frame centre).
+
+    Attributes:
+        neutral: (V, 3) the person's neutral face.
+        blendshapes: (K, V, 3) personalised blendshape deltas; names: K ARKit names.
+        faces: (F, 3) int64; uvs: (V, 2) texture coordinates (top-left origin, v down).
+        texture: (S, S, 3) uint8 de-lit albedo texture, or None.
+        albedo: (V, 3) per-vertex albedo of the fit.
+        weights: (T, K) blendshape weights per frame (lost frames interpolated).
+        rotations: (T, 3) axis-angle; translations: (T, 3) cm (camera frame); sh: (T, 9, 3) light.
+        found: (T,) bool "face found"; landmark_error: (T,) mean 468-point error in px (NaN if lost).
+        frames: (T,) source frame numbers; fps: frame rate of the T frames; image_size: (H, W);
+        focal: px.
+        keyframes: source frame numbers of the keyframes.
+        identity: (K_id,) generic model identity coefficients; albedo_coeffs: (K_alb,).
+        metrics: jitter and error summaries; timings: seconds per stage; files: written paths.
+    """
+
+    neutral: np.ndarray
+    blendshapes: np.ndarray
+    names: list
+    faces: np.ndarray
+    uvs: np.ndarray | None
+    texture: np.ndarray | None
+    albedo: np.ndarray
+    weights: np.ndarray
+    rotations: np.ndarray
+    translations: np.ndarray
+    sh: np.ndarray
+    found: np.ndarray
+    landmark_error: np.ndarray
+    frames: np.ndarray
+    fps: float
+    image_size: tuple
+    focal: float
+    keyframes: list
+    identity: np.ndarray
+    albedo_coeffs: np.ndarray
+    model_name: str = "default"
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+    def model(self, dtype=torch.float64):
+        """The rig as a :class:`~facerig.model.FaceModel` (mean = neutral, expression basis = the
+        personalised blendshapes, albedo = the fitted per-vertex albedo, no identity modes)."""
+        from facerig.model import load_model
+
+        base = load_model(self.model_name)
+        return _personal_model(base, torch.as_tensor(self.neutral), torch.as_tensor(self.blendshapes),
+                               torch.as_tensor(self.albedo)).to(dtype=dtype)
+
+    def codes(self, frames=None, dtype=torch.float64):
+        """:class:`~facerig.model.GraphicCode` (batch T, or the selected frames) of :meth:`model`."""
+        from facerig.model import GraphicCode
+
+        sel = slice(None) if frames is None else np.asarray(frames)
+        T = len(self.weights[sel])
+        K = self.blendshapes.shape[0]
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
+        return GraphicCode(identity=torch.zeros(T, 0, dtype=dtype), expression=t(self.weights[sel]).reshape(T, K),
+                           albedo=torch.zeros(T, 0, dtype=dtype), rotation=t(self.rotations[sel]).reshape(T, 3),
+                           translation=t(self.translations[sel]).reshape(T, 3),
+                           focal=torch.full((T, 1), float(self.focal), dtype=dtype), sh=t(self.sh[sel]).reshape(T, 9, 3))
+
+    def save(self, out, *, blendshapes: bool = True) -> dict:
+        """Write rig.glb, blendshapes/*.obj, texture.png, tracking.csv and rig.json into ``out``."""
+        return _write_rig_files(self, Path(out), blendshapes=blendshapes)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _personal_model(base, neutral, deltas, albedo):
+    from facerig.model import FaceModel
+
+    dt = base.dtype
+    K0, K = base.n_expression, deltas.shape[0]
+    std = torch.cat([base.expression_std, torch.ones(max(0, K - K0), dtype=base.expression_std.dtype)])[:K]
+    names = list(base.expression_names) + [f"corrective_{j + 1}" for j in range(max(0, K - K0))]
+    return FaceModel(mean=neutral.to(dt), faces=base.faces, expression_basis=deltas.to(dt),
+                     expression_std=std, expression_names=names[:K],
+                     albedo_mean=albedo.to(dt), uvs=base.uvs, uv_faces=base.uv_faces,
+                     landmark_maps=base.landmark_maps, masks=base.masks, face_groups=base.face_groups,
+                     name="personalised", unit=base.unit, license=base.license, source=f"facerig rig of {base.name}")
+
+
+def _progress(total, desc, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total or None, desc=desc, unit="frame", disable=not enabled, leave=True,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+_STAGE_OPTIONS = {  # which options each cached stage depends on
+    "landmarks": ("smoothing", "zero_phase"),
+    "identity": ("smoothing", "zero_phase", "keyframes", "identity_fit", "key_photo_iterations"),
+    "track": ("smoothing", "zero_phase", "keyframes", "identity_fit", "key_photo_iterations", "w_temporal", "temporal_scales", "w_expression", "w_sparse", "eye_weight",
+              "lip_weight", "contour_weight", "shape_prior", "iterations",
+              "chunk",
+              "light", "dtype"),
+}
+
+
+def _stage_keys(path: Path, reader, opts: RigOptions, model: str) -> dict:
+    """A hash per cached stage: the input (path, size, mtime, frame range) and the options it uses,
+    so changing e.g. the temporal weight reuses the landmarks and the identity fit."""
+    st = path.stat()
+    files = ""
+    if path.is_dir():
+        files = ",".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(path.iterdir()))
+    base = {"path": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, "files": files,
+            "start": reader.start, "stop": reader.stop, "stride": reader.stride, "fps": reader.source_fps,
+            "model": model, "v": CACHE_VERSION}
+    o = asdict(opts)
+    keys = {}
+    for stage, names in _STAGE_OPTIONS.items():
+        raw = json.dumps({**base, **{n: o[n] for n in names}}, sort_keys=True)
+        keys[stage] = hashlib.sha1(raw.encode()).hexdigest()[:12]
+    return keys
+
+
+class _Cache:
+    """Per-run cache folder: stage results and chunks of per-frame tracking (``.npz``, atomic).
+    File names carry their stage's key; files of other keys are removed when a run starts."""
+
+    def __init__(self, folder: Path | None, keys: dict):
+        self.folder, self.keys = folder, keys
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        current = set(keys.values())
+        for p in folder.glob("*.npz"):
+            parts = p.stem.split("_")
+            if len(parts) < 2 or parts[1] not in current:
+                p.unlink(missing_ok=True)
+
+    def _file(self, name):
+        stage = name.split("_")[0]
+        rest = name[len(stage):]
+        return self.folder / f"{stage}_{self.keys[stage]}{rest}.npz"
+
+    def load(self, name):
+        if self.folder is None or not self._file(name).exists():
+            return None
+        try:
+            with np.load(self._file(name), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception:  # a damaged file: recompute
+            return None
+
+    def save(self, name, **arrays):
+        if self.folder is None:
+            return
+        from facerig.io import atomic_path
+        with atomic_path(self._file(name)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+
+def _interpolate_lost(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linear interpolation over frames without a face (nearest value at the ends)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    idx = np.flatnonzero(found)
+    if idx.size == 0 or idx.size == len(found):
+        return out
+    flat = out.reshape(len(found), -1)
+    t = np.arange(len(found))
+    for j in range(flat.shape[1]):
+        flat[:, j] = np.interp(t, idx, flat[idx, j])
+    return flat.reshape(out.shape)
+
+
+# ------------------------------------------------------------------------------------------ stages
+def _track_landmarks(reader, opts, progress, cache):
+    hit = cache.load("landmarks")
+    if hit is not None:
+        return hit["points"], hit["found"].astype(bool), hit["frames"], float(hit["seconds"])
+    from facerig.landmarks import LandmarkTracker
+
+    t0 = time.perf_counter()
+    pts, found, frames = [], [], []
+    bar = _progress(reader.frame_count, "landmarks", progress)
+    smooth = opts.smoothing and opts.zero_phase is None
+    with LandmarkTracker(max_faces=1, refine=True, smoothing=smooth, fps=reader.fps) as tracker:
+        for k, (i, rgb) in enumerate(reader):
+            face = tracker.process(rgb, timestamp=k / reader.fps)
+            frames.append(i)
+            if face is None:
+                pts.append(np.full((468, 2), np.nan, np.float32))
+                found.append(False)
+            else:
+                pts.append(face.points[:468, :2].astype(np.float32))
+                found.append(True)
+            bar.update(1)
+    bar.close()
+    if not frames:
+        from facerig.video import VideoError
+        raise VideoError(f"video {str(reader.path)!r} has no frames in the selected range")
+    points, found, frames = np.stack(pts), np.asarray(found), np.asarray(frames, np.int64)
+    if opts.zero_phase is not None and opts.smoothing:
+        from facerig.model import load_model
+        from facerig.rig.track import smooth_tracks
+
+        m = load_model("default")
+        ids = m.landmarks_mediapipe468.indices.numpy()
+        detail = np.zeros(468, bool)
+        for region in ("eyes", "lips"):
+            if region in m.masks:
+                detail |= m.masks[region].numpy()[ids] > 0.5
+        s_all, s_detail = (float(x) * reader.fps for x in opts.zero_phase)
+        points = smooth_tracks(points, found, np.where(detail, s_detail, s_all)).astype(np.float32)
+    seconds = time.perf_counter() - t0
+    cache.save("landmarks", points=points, found=found, frames=frames, seconds=np.float64(seconds))
+    return points, found, frames, seconds
+
+
+def _read_frames(reader, wanted):
+    wanted = set(int(w) for w in wanted)
+    out = {}
+    for i, rgb in reader:
+        if i in wanted:
+            out[i] = rgb
+            if len(out) == len(wanted):
+                break
+    return out
+
+
+def _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal=None):
+    from facerig.face import FitOptions, fit_frames
+    from facerig.rig.track import select_keyframes
+
+    key_pos = select_keyframes(points, found, opts.keyframes)
+    hit = cache.load("identity")
+    if hit is not None and np.array_equal(hit["key_pos"], key_pos):
+        return hit
+    key_frames = frames[key_pos]
+    images = _read_frames(reader, key_frames)
+    if opts.identity_fit == "average":
+        from facerig.face import fit_image
+
+        log(f"fitting {len(key_pos)} keyframes independently (frames {', '.join(map(str, key_frames))}); "
+            "identity and albedo = their mean")
+        t0 = time.perf_counter()
+        fits = [fit_image(images[int(frames[p])], dec, landmarks=points[p], focal=focal) for p in key_pos]
+        codes = [f.code for f in fits]
+        identity = torch.cat([c.identity for c in codes]).mean(0)
+        albedo = torch.cat([c.albedo for c in codes]).mean(0)
+        crop = [f.crop_box for f in fits]
+        seconds = time.perf_counter() - t0
+    else:
+        fopts = FitOptions(w_temporal=0.0, photo_iterations=opts.key_photo_iterations)
+        log(f"fitting identity and albedo on {len(key_pos)} keyframes (frames {', '.join(map(str, key_frames))})")
+        mf = fit_frames([images[int(i)] for i in key_frames], dec, landmarks=[points[p] for p in key_pos],
+                        options=fopts, focal=focal)
+        codes = [f.code for f in mf.frames]
+        identity, albedo = mf.identity, mf.albedo
+        crop = [f.crop_box for f in mf.frames]
+        seconds = mf.timings.get("total", 0.0)
+    res = {
+        "key_pos": key_pos, "identity": identity.cpu().double().numpy(), "albedo": albedo.cpu().double().numpy(),
+        "rotation": np.stack([c.rotation[0].cpu().double().numpy() for c in codes]),
+        "translation": np.stack([c.translation[0].cpu().double().numpy() for c in codes]),
+        "expression": np.stack([c.expression[0].cpu().double().numpy() for c in codes]),
+        "sh": np.stack([c.sh[0].cpu().double().numpy() for c in codes]),
+        "focal": np.float64(codes[0].focal.reshape(-1)[0]),
+        "crop_scale": np.array([(b[2] - b[0]) for b in crop], np.float64),
+        "seconds": np.float64(seconds),
+    }
+    cache.save("identity", **res)
+    return res
+
+
+def _track_frames(reader, points, found, frames, ident, tracker, opts, progress, cache):
+    """Per-frame LM with warm start; chunks of ``opts.chunk`` frames cached."""
+    T = len(frames)
+    D = sum(tracker.sizes.values())
+    Y = np.zeros((T, D), np.float64)
+    err = np.full(T, np.nan)
+    done = 0
+    prev = None
+    # resume: consecutive cached chunks
+    while done < T:
+        hit = cache.load(f"track_{done:07d}")
+        if hit is None or hit["y"].shape[1] != D:
+            break
+        n = hit["y"].shape[0]
+        Y[done:done + n], err[done:done + n] = hit["y"], hit["err"]
+        prev = None if not hit["has_prev"] else torch.as_tensor(hit["prev"][None], dtype=tracker.dt)
+        done += n
+    t0 = time.perf_counter()
+    key_pos = np.asarray(ident["key_pos"])
+    sh_mean = torch.as_tensor(ident["sh"].mean(0), dtype=tracker.dt)
+    bar = _progress(T, "tracking", progress)
+    bar.update(done)
+    if done < T:
+        from facerig.video import VideoReader
+
+        images = VideoReader(reader.path, start=int(frames[done]), stop=reader.stop, stride=reader.stride,
+                             fps=reader.source_fps) if done else reader
+        chunk_start = done
+        k = done
+        for i, rgb in images:
+            if k >= T:
+                break
+            if found[k]:
+                if prev is None:  # cold start from the nearest keyframe's pose and expression
+                    j = int(np.argmin(np.abs(key_pos - k)))
+                    y0 = tracker.initial_code(ident["rotation"][j], ident["translation"][j],
+                                              np.clip(ident["expression"][j], 0, 1), ident["sh"][j])
+                    y, e = tracker.fit_landmarks(points[k], y0, None)
+                else:
+                    y, e = tracker.fit_landmarks(points[k], prev, prev)
+                if opts.light:
+                    prev_sh = sh_mean if prev is None else prev[0, tracker.sl["sh"]].reshape(9, 3)
+                    y = tracker.fit_light(rgb, y, prev_sh)
+                else:
+                    y = y.clone()
+                    y[:, tracker.sl["sh"]] = sh_mean.reshape(1, -1)
+                prev = y
+                Y[k], err[k] = y[0].cpu().numpy(), e
+            else:
+                prev = None  # the temporal terms restart after a gap
+            k += 1
+            bar.update(1)
+            if k - chunk_start == opts.chunk or k == T:
+                cache.save(f"track_{chunk_start:07d}", y=Y[chunk_start:k], err=err[chunk_start:k],
+                           has_prev=np.bool_(prev is not None),
+                           prev=(prev[0].cpu().numpy() if prev is not None else np.zeros(D)))
+                chunk_start = k
+        if k < T:
+            raise RuntimeError(f"the video ended after {k} of {T} frames while tracking")
+    bar.close()
+    return Y, err, time.perf_counter() - t0, T - done
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def _write_rig_files(rig: Rig, out: Path, blendshapes: bool = True) -> dict:
+    from facerig.io import atomic_open, atomic_write, write_image
+    from facerig.model import camera_pose_to_model, export_blendshapes_obj, export_rig_glb
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    rot_m, trans_m = camera_pose_to_model(rig.rotations, rig.translations)
+    # head motion relative to the first frame's camera-to-head offset keeps the rig near the origin
+    trans_m = trans_m - trans_m[:1]
+    tex = {}
+    if rig.texture is not None and rig.uvs is not None:
+        tex = {"uvs": rig.uvs, "texture": rig.texture}
+        write_image(out / "texture.png", rig.texture)
+        files["texture"] = out / "texture.png"
+    export_rig_glb(out / "rig.glb", rig.neutral, rig.faces, rig.blendshapes, rig.names, weights=rig.weights,
+                   rotations=rot_m, translations=trans_m, fps=rig.fps,
+                   colors=None if tex else np.clip(rig.albedo, 0, 1), name="face_rig", **tex)
+    files["rig"] = out / "rig.glb"
+    if blendshapes:
+        export_blendshapes_obj(out / "blendshapes", rig.neutral, rig.faces, rig.blendshapes, rig.names,
+                               uvs=rig.uvs)
+        files["blendshapes"] = out / "blendshapes"
+    with atomic_open(out / "tracking.csv", "w") as fh:
+        fh.write("frame,source_frame,time,face_found,landmark_error_px,rx,ry,rz,tx_cm,ty_cm,tz_cm,"
+                 + ",".join(rig.names) + "\n")
+        for t in range(len(rig.frames)):
+            e = rig.landmark_error[t]
+            fh.write(f"{t},{int(rig.frames[t])},{t / rig.fps:.4f},{int(rig.found[t])},"
+                     + ("" if not np.isfinite(e) else f"{e:.3f}") + ","
+                     + ",".join(f"{x:.5f}" for x in (*rig.rotations[t], *rig.translations[t])) + ","
+                     + ",".join(f"{x:.4f}" for x in rig.weights[t]) + "\n")
+    files["tracking"] = out / "tracking.csv"
+    meta = {"frames": int(len(rig.frames)), "fps": rig.fps, "image_size": list(rig.image_size), "focal_px": rig.focal,
+            "keyframes": [int(k) for k in rig.keyframes], "model": rig.model_name, "blendshapes": rig.names,
+            "metrics": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in rig.metrics.items()},
+            "timings_s": {k: round(float(v), 3) for k, v in rig.timings.items()},
+            "camera": "OpenCV pinhole, principal point at the frame centre; tracking.csv poses are camera-frame "
+                      "(X_cam = R(r) @ diag(1,-1,-1) @ X + t, cm); rig.glb animates the head in the model (= glTF) "
+                      "frame relative to the first frame's position",
+            "identity": np.round(rig.identity, 5).tolist(), "albedo": np.round(rig.albedo_coeffs, 5).tolist()}
+    atomic_write(out / "rig.json", json.dumps(meta, indent=1))
+    files["json"] = out / "rig.json"
+    return files
+
+
+def _panel(rgb, h):
+    import cv2
+    H, W = rgb.shape[:2]
+    if H == h:
+        return rgb
+    w = max(2, int(round(W * h / H)))
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if h < H else cv2.INTER_LINEAR)
+
+
+def _write_preview(rig: Rig, reader, path: Path, progress: bool, dtype, height: int | None = None):
+    """preview.mp4: original | the fitted rig rendered over the frame (tracked pose, weights and
+    light, textured) | the textured rig alone (frontal camera, tracked rotation and weights, a fixed
+    soft light); each panel ``min(H, 360)`` pixels high (``RigOptions.preview_height``). Also
+    preview.jpg: the frame with the widest jaw opening."""
+    import cv2
+
+    from facerig.face.decoder import SH_AMBIENT, make_camera
+    from facerig.render import axis_angle_to_matrix, render_mesh
+    from facerig.video import VideoWriter
+
+    H, W = rig.image_size
+    h = int(height or min(H, 360))
+    h -= h % 2
+    s = h / H
+    w = int(round(W * s))
+    w -= w % 2
+    sq = h
+    pm = rig.model(dtype)
+    faces = pm.faces
+    codes = rig.codes(dtype=dtype)
+    tex = uvs = None
+    if rig.texture is not None and rig.uvs is not None:
+        tex = torch.as_tensor(rig.texture, dtype=dtype) / 255.0
+        uvs = torch.as_tensor(rig.uvs, dtype=dtype).clone()
+        uvs[:, 1] = 1.0 - uvs[:, 1]  # the model's v points down; the renderer's sampler has v up
+    colors = pm.albedo_mean.to(dtype).clamp(0, 1)[None]
+    M = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype))
+    centre = torch.as_tensor(rig.neutral, dtype=dtype).mean(0)
+    sh_rig = torch.zeros(1, 9, 3, dtype=dtype)
+    sh_rig[:, 0] = SH_AMBIENT * 0.9
+    sh_rig[:, 1] = 0.15 * SH_AMBIENT  # a little light from above (renderer basis)
+    sh_rig[:, 3] = 0.25 * SH_AMBIENT  # and from the front
+    cam_o = make_camera(torch.tensor([rig.focal * s], dtype=dtype), (h, w))
+    cam_r = make_camera(torch.tensor([3.0 * sq], dtype=dtype), (sq, sq))
+    bar = _progress(len(rig.frames), "preview", progress)
+    # a still for documents: the frame with the widest-open jaw (else the middle one)
+    names = list(rig.names)
+    still_k = int(np.argmax(rig.weights[:, names.index("jawOpen")])) if "jawOpen" in names else len(rig.frames) // 2
+    with VideoWriter(path, rig.fps, (2 * w + sq, h)) as vw:
+        for k, (_i, rgb) in enumerate(reader):
+            if k >= len(rig.frames):
+                break
+            small = np.ascontiguousarray(_panel(rgb, h)[:, :w])
+            code = codes[k]
+            with torch.no_grad():
+                shape = pm.shape(None, code.expression)  # (1, V, 3) model frame
+                o = render_mesh(code.transform(shape), faces, cam_o, (h, w), colors=colors, sh_coeffs=code.sh,
+                                uvs=uvs, texture=tex, antialias=False)
+                a = o.alpha[0].numpy() * 0.85
+                over = np.clip(a * o.image[0].clamp(0, 1).numpy() + (1 - a) * (small / 255.0), 0, 1)
+                R = axis_angle_to_matrix(code.rotation)[0]
+                vc = ((shape[0] - centre) @ M.T) @ R.T + torch.tensor([0.0, 0.0, 60.0], dtype=dtype)
+                r = render_mesh(vc[None], faces, cam_r, (sq, sq), colors=colors, sh_coeffs=sh_rig, uvs=uvs,
+                                texture=tex, background=0.18, antialias=False)
+                rig_img = r.image[0].clamp(0, 1).numpy()
+            frame = np.concatenate([small, (over * 255 + 0.5).astype(np.uint8),
+                                    (rig_img * 255 + 0.5).astype(np.uint8)], 1)
+            if not rig.found[k]:
+                cv2.putText(frame, "no face", (w + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 80, 80), 1,
+                            cv2.LINE_AA)
+            vw.write(frame)
+            if k == still_k:
+                from facerig.io import write_image
+                write_image(path.with_suffix(".jpg"), frame)
+            bar.update(1)
+    bar.close()
+    return path
+
+
+def _write_report(rig: Rig, path: Path, lm_fit: np.ndarray):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from facerig.io import atomic_path
+
+    T = len(rig.frames)
+    t = np.arange(T) / rig.fps
+    fig, ax = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    var = rig.weights.std(0)
+    top = np.argsort(-var)[:8]
+    for j in top:
+        ax[0].plot(t, rig.weights[:, j], lw=1.2, label=rig.names[j])
+    ax[0].set_ylabel("blendshape weight")
+    ax[0].legend(fontsize=7, ncol=4, loc="upper right")
+    ax[0].set_title("the 8 most active blendshapes")
+    acc = np.full(T, np.nan)
+    if T >= 3:
+        a = np.linalg.norm(lm_fit[2:] - 2 * lm_fit[1:-1] + lm_fit[:-2], axis=-1).mean(-1)
+        acc[1:-1] = a
+    ax[1].plot(t, acc, lw=1, color="C3")
+    m = rig.metrics
+    ax[1].set_ylabel("px / frame²")
+    ax[1].set_title(f"landmark jitter (acceleration of the fitted 468 landmarks): mean "
+                    f"{m.get('jitter_landmarks_px', float('nan')):.3f}; weights "
+                    f"{m.get('jitter_weights', float('nan')):.4f} / frame²")
+    ax[2].plot(t, rig.landmark_error, lw=1, color="C0", label="landmark error (px)")
+    lost = ~rig.found
+    if lost.any():
+        ax[2].fill_between(t, 0, np.nanmax(np.r_[rig.landmark_error[np.isfinite(rig.landmark_error)], 1.0]),
+                           where=lost, color="0.8", step="mid", label="face lost")
+    ax[2].set_ylabel("px")
+    ax[2].set_xlabel("time (s)")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: int | None = None, stride: int = 1,
+              fps: float | None = None, focal: float | None = None, options: RigOptions | None = None, device=None,
+              resume: bool = True,
+              cache_dir=None, progress: bool = False, log=None) -> Rig:
+    """Turn a video of one person into a personalised, animated face rig.
+
+    Args:
+        video: a video file (mp4v .mp4, MJPG .avi, or anything this OpenCV decodes) or a folder
+            of frames; None = the shipped sample clip (``assets/sample_face.mp4``).
+        out: output folder (None: write nothing, return the :class:`Rig`). Files: ``rig.glb``,
+            ``blendshapes/*.obj``, ``texture.png``, ``tracking.csv``, ``preview.mp4`` (+ a still,
+            ``preview.jpg``), ``report.png``, ``rig.json`` (all atomic) and ``cache/`` (per-frame
+            results).
+        model: the generic face model (must have the Face Mesh 468 map: "default").
+        start, stop, stride: source frame range; fps: source frame rate override (folders: 30).
+        focal: the camera's focal length in pixels if known (default
+            ``FitOptions.focal_factor x max(H, W)``); the principal point is the frame centre.
+        options: :class:`RigOptions`.
+        device: torch device for the fits (default CPU).
+        resume: reuse ``cache/`` results of an interrupted run with the same input and options
+            (the result is the same as an uninterrupted run).
+        cache_dir: where the cache lives (default ``out/cache``; without ``out`` no cache).
+        progress: tqdm progress bars (frames/s); log: callable for status lines (default silent).
+
+    Returns:
+        :class:`Rig` (``rig.files`` lists what was written).
+
+    Raises:
+        facerig.video.VideoError: unreadable video / unsupported codec (names the working codecs).
+        facerig.face.NoFaceError: no frame has a face.
+    """
+    from facerig.assets import asset_path
+    from facerig.face import FaceDecoder
+    from facerig.model import load_model
+    from facerig.rig.track import FrameTracker, jitter
+    from facerig.rig.transfer import deformation_transfer
+    from facerig.video import VideoReader
+
+    opts = options or RigOptions()
+    log = log or (lambda msg: None)
+    t_all = time.perf_counter()
+    if video is None:
+        video = asset_path(SAMPLE_VIDEO, missing_hint="Rebuild it with tools/make_sample_video.py.")
+    path = Path(video)
+    reader = VideoReader(path, start=start, stop=stop, stride=stride, fps=fps)
+    H, W = reader.size[1], reader.size[0]
+    out = None if out is None else Path(out)
+    folder = Path(cache_dir) if cache_dir is not None else (out / "cache" if out is not None else None)
+    model_name = model if isinstance(model, str) else getattr(model, "name", "model")
+    cache = _Cache(folder, _stage_keys(path, reader, opts, f"{model_name}|{focal}"))
+    if not resume and folder is not None:
+        for p in folder.glob("*.npz"):
+            p.unlink()
+    timings = {}
+
+    # 1. landmarks
+    points, found, frames, timings["landmarks"] = _track_landmarks(reader, opts, progress, cache)
+    T = len(frames)
+    if not found.any():
+        raise NoFaceError(f"no face found in {path} ({T} frame{'s' if T != 1 else ''} read)")
+    log(f"{path.name}: {T} frames at {reader.fps:.3g} fps, {W}x{H}; face found in {int(found.sum())}")
+
+    # 2-3. keyframes, identity and albedo
+    dec = FaceDecoder(model, device=device)
+    base = dec.model
+    if base.landmarks_mediapipe468 is None:
+        raise ValueError(f"model: {base.name!r} has no MediaPipe 468-point map; use 'default'")
+    t0 = time.perf_counter()
+    ident = _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal)
+    timings["identity"] = time.perf_counter() - t0
+    key_pos = np.asarray(ident["key_pos"])
+
+    # 4. personalised blendshapes
+    t0 = time.perf_counter()
+    dt = torch.float64 if opts.dtype == "float64" else torch.float32
+    with torch.no_grad():
+        idc = torch.as_tensor(ident["identity"], dtype=base.dtype, device=base.device)[None]
+        neutral = base.shape(idc)[0].double().cpu()
+        albedo = base.albedo(torch.as_tensor(ident["albedo"], dtype=base.dtype, device=base.device)[None])[0]
+        albedo = albedo.clamp(0, 1).double().cpu()
+    deltas = deformation_transfer(base.mean.double().cpu().numpy(), base.expression_basis.double().cpu().numpy(),
+                                  neutral.numpy(), base.faces.cpu().numpy())
+    pm = _personal_model(base.to(dtype=torch.float64, device="cpu"), neutral, torch.as_tensor(deltas), albedo)
+    pdec = FaceDecoder(pm, dtype=dt, device=device)
+    timings["transfer"] = time.perf_counter() - t0
+
+    # 5. per-frame tracking
+    focal = float(ident["focal"])
+    crop = float(np.median(ident["crop_scale"]))
+    from facerig.face import FitOptions
+    sigma = FitOptions().sigma * crop / FitOptions().crop_size  # the fitter's landmark noise, in frame pixels
+    tracker = FrameTracker(pdec, (H, W), focal, sigma=sigma, w_expression=opts.w_expression,
+                           w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
+                           iterations=opts.iterations, w_sparse=opts.w_sparse,
+                           eye_weight=opts.eye_weight, lip_weight=opts.lip_weight,
+                           contour_weight=opts.contour_weight, shape_prior=opts.shape_prior)
+    Y, err, t_track, n_tracked = _track_frames(reader, points, found, frames, ident, tracker, opts, progress, cache)
+    timings["tracking"] = t_track
+    sl = tracker.sl
+    Y = _interpolate_lost(Y, found)
+    weights, rot, trans = Y[:, sl["expression"]], Y[:, sl["rotation"]], Y[:, sl["translation"]]
+    sh = Y[:, sl["sh"]].reshape(T, 9, 3)
+    names = list(base.expression_names)
+    if opts.correctives > 0:
+        from facerig.rig.correctives import corrective_shapes
+
+        t0 = time.perf_counter()
+        cshapes, cweights, explained = corrective_shapes(tracker, points, found, Y, opts.correctives)
+        deltas = np.concatenate([deltas, cshapes], 0)
+        weights = np.concatenate([weights, cweights], 1)
+        names += [f"corrective_{j + 1}" for j in range(cshapes.shape[0])]
+        timings["correctives"] = time.perf_counter() - t0
+        timings["correctives_explained"] = float(np.sum(explained))
+
+    # 6. texture from the keyframes (their fits' poses and light)
+    t0 = time.perf_counter()
+    texture = None
+    if opts.texture_size > 0 and base.uvs is not None and base.uv_faces is None:
+        from facerig.rig.texture import TextureBuilder
+
+        tb = TextureBuilder(base.faces.cpu(), base.uvs.cpu(), opts.texture_size, fallback=albedo)
+        images = _read_frames(reader, frames[key_pos])
+        for j, p in enumerate(key_pos):
+            code = pdec.as_code(torch.as_tensor(Y[p:p + 1], dtype=dt))
+            with torch.no_grad():
+                verts = pdec.vertices(code)[0]
+            tb.add(images[int(frames[p])], verts, focal, torch.as_tensor(Y[p, sl["sh"]]).reshape(9, 3))
+        texture = tb.texture()
+        timings["texture_coverage"] = tb.coverage
+    timings["texture"] = time.perf_counter() - t0
+
+    # metrics
+    with torch.no_grad():
+        lm_fit = np.stack([tracker.landmarks2d(torch.as_tensor(Y[t:t + 1], dtype=dt)) for t in range(T)])
+    metrics = {
+        "frames": T, "faces_found": int(found.sum()),
+        "jitter_landmarks_px": jitter(lm_fit, found),
+        "jitter_detected_px": jitter(np.nan_to_num(points.astype(np.float64)), found),
+        "jitter_weights": jitter(Y[:, sl["expression"]], found),
+        "landmark_error_px": float(np.nanmean(err)) if np.isfinite(err).any() else float("nan"),
+        "tracking_fps": (n_tracked / t_track) if n_tracked and t_track > 0 else None,
+        "landmarks_fps": T / timings["landmarks"] if timings["landmarks"] > 0 else None,
+    }
+    rig = Rig(neutral=neutral.numpy(), blendshapes=deltas, names=names,
+              faces=base.faces.cpu().numpy(), uvs=None if base.uvs is None else base.uvs.cpu().double().numpy(),
+              texture=texture, albedo=albedo.numpy(), weights=weights, rotations=rot, translations=trans, sh=sh,
+              found=found, landmark_error=err, frames=frames, fps=float(reader.fps), image_size=(H, W), focal=focal,
+              keyframes=[int(frames[p]) for p in key_pos], identity=np.asarray(ident["identity"]),
+              albedo_coeffs=np.asarray(ident["albedo"]), model_name=str(model_name), metrics=metrics, timings=timings)
+    if opts.correctives > 0:
+        # the same 468-point error without and with the corrective shapes (frames with a face)
+        full = FaceDecoder(rig.model(dt))
+        with torch.no_grad():
+            lm_c = full.landmarks2d(rig.codes(dtype=dt), (H, W), tracker.pp.expand(T, 2), kind="mediapipe468").numpy()
+        det = points.astype(np.float64)
+        metrics["landmark_error_rig_px"] = float(np.linalg.norm(lm_fit - det, axis=-1)[found].mean())
+        metrics["landmark_error_correctives_px"] = float(np.linalg.norm(lm_c - det, axis=-1)[found].mean())
+
+    # 7. outputs
+    if out is not None:
+        t0 = time.perf_counter()
+        files = rig.save(out)
+        if opts.preview:
+            files["preview"] = _write_preview(rig, reader, out / "preview.mp4", progress, dt, opts.preview_height)
+            files["preview_still"] = out / "preview.jpg"
+        files["report"] = _write_report(rig, out / "report.png", lm_fit)
+        timings["outputs"] = time.perf_counter() - t0
+        rig.files = files
+    timings["total"] = time.perf_counter() - t_all
+    reader.close()
+    return rig
