@@ -28,6 +28,17 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The whole suite runs with one torch thread: its tensors are small, and on a busy 2-core
+    machine (CI) thread oversubscription made some areas ~8x slower. Tests that measure threading
+    set their own count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,9 +1,12 @@
-"""Build the README's picture: astronaut() | fitted face overlay | landmarks (detected vs fitted).
+"""Build the README's pictures.
 
-Run:  .venv/bin/python tools/readme_figures.py [--out assets/readme_fit.jpg]
+* ``assets/readme_fit.jpg``: astronaut() | fitted face overlay | landmarks (detected vs fitted). The
+  photo is scikit-image's astronaut() (public domain, NASA); a small JPEG of the face region.
+* ``assets/readme_rig.jpg``: the preview frame that ``facerig rig`` writes for the shipped sample clip
+  (original | overlay | rig render), i.e. ``out/rig/preview.jpg`` of the README's main command.
 
-The photo is scikit-image's astronaut() (public domain, NASA). The output is a small JPEG of the
-face region, reproducible by this script.
+Run:  .venv/bin/python tools/readme_figures.py [--out assets/readme_fit.jpg] [--rig-out assets/readme_rig.jpg]
+Both are reproducible by this script.
 """
 
 from __future__ import annotations
@@ -21,7 +24,18 @@ from facerig.io import write_image
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="assets/readme_fit.jpg")
+    ap.add_argument("--rig-out", default="assets/readme_rig.jpg", help="'' to skip the rig picture")
     args = ap.parse_args()
+    if args.rig_out:
+        import shutil
+        import tempfile
+
+        from facerig.rig import build_rig
+
+        with tempfile.TemporaryDirectory() as tmp:
+            build_rig(out=tmp, progress=False)
+            shutil.copyfile(f"{tmp}/preview.jpg", args.rig_out)
+        print(f"wrote {args.rig_out}")
     photo = data.astronaut()
     fit = fit_image(photo)
     overlay = fit.render(photo, alpha=0.75)

@@ -28,6 +28,28 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+def collect_files(inputs, extensions, command: str, what: str) -> list:
+    """Expand CLI inputs: files are kept as given, folders give their files whose suffix (any case) is
+    in ``extensions`` (sorted by name; a warning naming ``what`` when a folder has none). A missing
+    path raises :class:`UserError`. Returns a list of ``pathlib.Path``."""
+    from pathlib import Path
+
+    exts = {e.lower() for e in extensions}
+    files = []
+    for s in inputs:
+        path = Path(s)
+        if path.is_dir():
+            found = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in exts)
+            if not found:
+                print(f"facerig {command}: warning: no {what} in folder {path}", file=sys.stderr)
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    return files
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facerig",

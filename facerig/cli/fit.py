@@ -53,21 +53,9 @@ def register(subparsers) -> None:
 
 
 def _collect(inputs) -> list[Path]:
-    from facerig.cli import UserError
+    from facerig.cli import collect_files
 
-    files = []
-    for s in inputs:
-        path = Path(s)
-        if path.is_dir():
-            found = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                print(f"facerig fit: warning: no images in folder {path}", file=sys.stderr)
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder")
-    return files
+    return collect_files(inputs, IMAGE_EXTENSIONS, "fit", "images")
 
 
 def _unique_stems(paths) -> list[str]:

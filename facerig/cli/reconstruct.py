@@ -57,24 +57,11 @@ def register(subparsers) -> None:
 
 
 def _collect(inputs) -> list[Path]:
-    from facerig.cli import UserError
+    from facerig.cli import collect_files
     from facerig.cli.fit import IMAGE_EXTENSIONS
     from facerig.video import VIDEO_EXTENSIONS
 
-    exts = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
-    files = []
-    for s in inputs:
-        path = Path(s)
-        if path.is_dir():
-            found = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in exts)
-            if not found:
-                print(f"facerig reconstruct: warning: no photos or videos in folder {path}", file=sys.stderr)
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder")
-    return files
+    return collect_files(inputs, set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS), "reconstruct", "photos or videos")
 
 
 def _video(rec, path: Path, folder: Path, args, say) -> int:

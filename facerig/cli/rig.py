@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                         "joint: one identity fitted jointly on them")
     p.add_argument("--temporal", type=float, default=1.0,
                    help="weight of the temporal smoothness terms (default 1; 0 = independent frames)")
-    p.add_argument("--no-smoothing", action="store_true", help="no One-Euro smoothing of the tracked landmarks")
+    p.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of the tracked landmarks (default: a zero-phase Gaussian, 0.1 s; 0.05 s on eyes and lips)")
     p.add_argument("--correctives", type=int, default=0, metavar="K",
                    help="add K low-rank corrective shapes learned from the landmark residuals (default 0)")
     p.add_argument("--texture-size", type=int, default=256, help="texture.png side in texels (default 256; 0 = none)")

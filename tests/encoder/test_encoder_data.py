@@ -8,14 +8,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     """A folder: a 6-frame synthetic face video (mp4v), a faceless image, a corrupt file; + ground truth."""

@@ -9,14 +9,6 @@ import torch
 from torch import nn
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class ZeroCodeEncoder(nn.Module):
     """Test stand-in with the FaceEncoder interface: the "untrained encoder" answer in the crop camera,
     GraphicCode.zeros (mean face, frontal, on the optical axis at 50 cm) with the input focal."""

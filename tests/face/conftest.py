@@ -10,14 +10,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="session")
 def decoder():
     from facerig.face import FaceDecoder

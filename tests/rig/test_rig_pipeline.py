@@ -6,7 +6,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 from facerig.cli import main
 from facerig.rig import RigOptions, build_rig
@@ -17,7 +16,6 @@ FAST = RigOptions(keyframes=3, key_photo_iterations=5, texture_size=64, chunk=3,
 
 @pytest.fixture(scope="module")
 def built(tiny_clip, tmp_path_factory):
-    torch.set_num_threads(1)
     path, gt = tiny_clip
     out = tmp_path_factory.mktemp("rig")
     return build_rig(path, out, options=FAST), out, gt
