@@ -198,27 +198,12 @@ def _photo_lm(dec: FaceDecoder, obs, y: Tensor, steps: int, opts: FitOptions, si
     landmark weight ``w_lm``, from ``y``; None when the fitter does not offer those pieces (then
     :func:`refine_codes` falls back to Adam).
 
-    The same as ``facerig.face.fit._photometric_stage`` with one round ``(size, steps, w_lm)``,
-    except that it stops right after the last step (the core's LM would evaluate one more
-    Jacobian that nobody uses: a sixth of the time at 5 steps)."""
-    try:  # TODO(coordinator): a public hook in facerig.face for one photometric LM round
-        from facerig.energy.solvers import levenberg_marquardt
-        from facerig.face.energy import face_energy
-        from facerig.face.fit import _Packer, _PhotoLM, _scales, _subdivided, init_light_albedo
-    except ImportError:  # pragma: no cover - the fitter's internals changed
+    :func:`facerig.face.fit.photometric_refine` with one round ``(size, steps, w_lm)``."""
+    try:
+        from facerig.face.fit import photometric_refine
+    except ImportError:  # pragma: no cover - the fitter's API changed
         return None
-    y = init_light_albedo(dec, obs, y)
-    parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
-    pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes))
-    dec_r = _subdivided(dec, int(getattr(opts, "photo_subdivide", 0)))
-    e_rest = face_energy(dec_r, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
-                         expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma, delta=opts.delta)
-    prob = _PhotoLM(dec_r, obs, pk, e_rest, opts.w_photometric, eps=opts.photo_eps, size=int(size))
-    p = pk.pack(y)
-    prob.set_support(p)
-    p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(steps), damping=opts.photo_damping,
-                            tol=1e-6, callback=lambda k, q, cost: k >= steps).x
-    return pk.unpack(p).detach()
+    return photometric_refine(dec, obs, y, opts, rounds=[(int(size), int(steps), float(w_lm))])
 
 
 def _pose_lm(dec: FaceDecoder, obs, y: Tensor, iters: int, opts: FitOptions,

@@ -49,7 +49,7 @@ from facerig.face.energy import (FaceObservation, contour_correspondence, contou
 from facerig.model import DEFAULT_FOCAL_FACTOR, FaceModel, GraphicCode
 
 __all__ = ["FaceFit", "MultiFrameFit", "NoFaceError", "FitOptions", "fit_image", "fit_faces", "fit_frames",
-           "fit_observations", "init_light_albedo"]
+           "fit_observations", "init_light_albedo", "photometric_refine"]
 
 _PARTS = ("identity", "expression", "albedo", "rotation", "translation", "focal", "sh")
 # Jacobians of the landmark residuals by forward-mode autograd (torch.func.jacfwd, one tangent per
@@ -1008,55 +1008,76 @@ def _subdivided(dec: FaceDecoder, levels: int) -> FaceDecoder:
     return cache[key]
 
 
+def photometric_refine(dec: FaceDecoder, obs: FaceObservation, y: Tensor, options: FitOptions | None = None,
+                       rounds=None, init_light: bool = True) -> Tensor:
+    """Photometric refinement of identity, expression, albedo, pose and SH light, image by image: the
+    fitter's stage 3 (Levenberg-Marquardt with closed-form Jacobians, coarse to fine).
+
+    Args:
+        dec: the decoder; obs: a :class:`FaceObservation` with its ``image`` (B, H, W, 3) in [0, 1]
+            and landmarks in the same working-image pixels.
+        y: (B, D) start codes (e.g. a landmark fit or an encoder's answer), the working image's camera.
+        options: :class:`FitOptions` (weights, ``photo_eps``, ``photo_erode``, ``photo_damping``,
+            ``photo_subdivide``...); default ``FitOptions()``.
+        rounds: ``[(render size px, iterations, landmark weight), ...]``; default
+            ``options.photo_rounds()``.
+        init_light: first set SH light and albedo in closed form (:func:`init_light_albedo`).
+    Returns:
+        (B, D) refined codes (detached).
+    """
+    opts = options or FitOptions()
+    if init_light:
+        y = init_light_albedo(dec, obs, y)
+    parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
+    pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes))
+    p = pk.pack(y)
+    for size, iters, w_lm in (opts.photo_rounds() if rounds is None else rounds):
+        if int(iters) <= 0:
+            continue
+        dec_r = _subdivided(dec, int(opts.photo_subdivide) if size >= opts.photo_subdivide_min_size else 0)
+        e_rest = face_energy(dec_r, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
+                             expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma,
+                             delta=opts.delta)
+        prob = _PhotoLM(dec_r, obs, pk, e_rest, opts.w_photometric, eps=opts.photo_eps, size=int(size),
+                        erode=opts.photo_erode)
+        prob.set_support(p)
+        p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(iters),
+                                damping=opts.photo_damping, tol=1e-6).x
+    return pk.unpack(p).detach()
+
+
 def _photometric_stage(dec: FaceDecoder, obs: FaceObservation, y: Tensor, opts: FitOptions, joint: bool, energy) -> Tensor:
     """Stage 3: photometric refinement of identity, expression, albedo, pose and SH light from the
     code vectors ``y`` (B, D) of stage 2; ``joint``: one identity and albedo for the B frames
     (Adam on ``energy``), else Levenberg-Marquardt (:class:`_PhotoLM`) per image."""
-    B = y.shape[0]
     dt, dev = y.dtype, y.device
+    if opts.photo_solver == "lm" and not joint:
+        return photometric_refine(dec, obs, y, opts)
     y = init_light_albedo(dec, obs, y, shared_albedo=joint)
     parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
     pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes),
                  shared=("identity", "albedo"), joint=joint)
-    if opts.photo_solver == "lm" and not joint:
-        p = pk.pack(y)
-        for size, iters, w_lm in opts.photo_rounds():
-            if int(iters) <= 0:
-                continue
-            dec_r = _subdivided(dec, int(opts.photo_subdivide) if size >= opts.photo_subdivide_min_size else 0)
-            e_rest = face_energy(dec_r, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
-                                 expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma,
-                                 delta=opts.delta)
-            prob = _PhotoLM(dec_r, obs, pk, e_rest, opts.w_photometric, eps=opts.photo_eps, size=int(size),
-                           erode=opts.photo_erode)
-            prob.set_support(p)
-            # stop right after the last step (the core's LM would compute one more, unused Jacobian)
-            p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(iters),
-                                    damping=opts.photo_damping, tol=1e-6,
-                                    callback=lambda k, q, cost, n=int(iters): k >= n).x
-        y = pk.unpack(p).detach()
-    else:
-        # Adam steps of size ~lr in every whitened coordinate: give pose and light smaller steps
-        lr_scale = torch.ones(pk.P, dtype=dt, device=dev)
-        for part, (sl, _k) in pk.layout.items():
-            lr_scale[sl] = {"rotation": 0.1, "translation": 0.05, "sh": 0.3, "identity": opts.photo_shape_lr,
-                            "expression": opts.photo_shape_lr}.get(part, 1.0)
-        p0 = pk.pack(y)
+    # Adam steps of size ~lr in every whitened coordinate: give pose and light smaller steps
+    lr_scale = torch.ones(pk.P, dtype=dt, device=dev)
+    for part, (sl, _k) in pk.layout.items():
+        lr_scale[sl] = {"rotation": 0.1, "translation": 0.05, "sh": 0.3, "identity": opts.photo_shape_lr,
+                        "expression": opts.photo_shape_lr}.get(part, 1.0)
+    p0 = pk.pack(y)
 
-        def f(q):
-            p = p0 + (q - p0) * lr_scale
-            return energy(obs, pk.unpack(p)).sum()
+    def f(q):
+        p = p0 + (q - p0) * lr_scale
+        return energy(obs, pk.unpack(p)).sum()
 
-        # keep the best iterate (Adam's energy is not monotone; a diverging run falls back)
-        best = {"e": float(f(p0)), "q": p0}
+    # keep the best iterate (Adam's energy is not monotone; a diverging run falls back)
+    best = {"e": float(f(p0)), "q": p0}
 
-        def keep_best(k, q, e):
-            total = float(e.sum())
-            if total < best["e"]:
-                best["e"], best["q"] = total, q.clone()
+    def keep_best(k, q, e):
+        total = float(e.sum())
+        if total < best["e"]:
+            best["e"], best["q"] = total, q.clone()
 
-        minimize_adam(f, p0, lr=opts.photo_lr, max_iter=opts.adam_iterations, tol=0.0, callback=keep_best)
-        y = pk.unpack(p0 + (best["q"] - p0) * lr_scale).detach()
+    minimize_adam(f, p0, lr=opts.photo_lr, max_iter=opts.adam_iterations, tol=0.0, callback=keep_best)
+    y = pk.unpack(p0 + (best["q"] - p0) * lr_scale).detach()
     return y
 
 
