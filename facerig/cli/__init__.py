@@ -50,6 +50,18 @@ def collect_files(inputs, extensions, command: str, what: str) -> list:
     return files
 
 
+def batch_summary(done: list, failures: list, n_inputs: int, out, verb: str) -> int:
+    """Print a batch's summary (when there were several inputs or any failure) and return the exit
+    status: 0 all done, 1 some failed, 2 all failed. ``failures`` holds ``(label, message)`` pairs."""
+    if n_inputs > 1 or failures:
+        print(f"summary: {len(done)} {verb}, {len(failures)} failed, {n_inputs} inputs; outputs in {out}")
+        for label, err in failures:
+            print(f"  failed: {err}" if label in err else f"  failed: {label}: {err}")
+    if failures:
+        return 2 if not done else 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facerig",

@@ -212,10 +212,6 @@ def run(args) -> int:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    if len(items) > 1 or failures:
-        print(f"summary: {len(done)} reconstructed, {len(failures)} failed, {len(items)} inputs; outputs in {out}")
-        for label, err in failures:
-            print(f"  failed: {err}" if label in err else f"  failed: {label}: {err}")
-    if failures:
-        return 2 if not done else 1
-    return 0
+    from facerig.cli import batch_summary
+
+    return batch_summary(done, failures, len(items), out, "reconstructed")
