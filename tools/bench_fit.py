@@ -217,19 +217,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     n = 20 if args.quick else args.n
-    opts = FitOptions()
-    if args.iterations is not None:
-        opts.photo_iterations = args.iterations
-    if args.sigma is not None:
-        opts.sigma = args.sigma
-    if args.solver is not None:
-        opts.photo_solver = args.solver
-    if args.photo_eps is not None:
-        opts.photo_eps = args.photo_eps
-    if args.erode is not None:
-        opts.photo_erode = args.erode
-    if args.subdivide is not None:
-        opts.photo_subdivide = args.subdivide
+    # options given on the command line override FitOptions' defaults (the library's)
+    given = {field: getattr(args, arg) for arg, field in (
+        ("iterations", "photo_iterations"), ("sigma", "sigma"), ("solver", "photo_solver"),
+        ("photo_eps", "photo_eps"), ("erode", "photo_erode"), ("subdivide", "photo_subdivide"))}
+    opts = FitOptions(**{k: v for k, v in given.items() if v is not None})
     ex = None
     if args.examples:
         ex = Path(args.examples)

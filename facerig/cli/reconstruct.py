@@ -10,7 +10,7 @@ Photos get exactly the outputs of ``facerig fit`` (``OUT/<stem>/``: ``mesh.obj``
 processed frame: ``frame``, ``time_s``, ``face`` and, when found, the ``code.json`` fields without
 the 468 detections), ``overlay.mp4`` (the face rendered over every processed frame, mp4v) and
 ``mesh.obj`` (the mean identity and albedo over the frames, neutral expression); ``--frames``
-also writes the photo outputs of every frame to ``OUT/<stem>/frame_XXXXX/`` (source frame number).
+also writes the photo outputs of every frame to ``OUT/<stem>/frame_<n>/`` (n = the source frame number, 5 digits: ``frame_00042``).
 
 Exit status as ``facerig fit``: 0 when every input was reconstructed; for a single input, 2 when it
 has no face (a video: in no frame) or cannot be read; for a batch, 1 when some inputs failed
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                     "optionally refine with N steps of the fitting energy. Same outputs as `facerig fit`. "
                     "With no input, reconstructs the shipped sample (scikit-image's astronaut()).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Videos: OUT/<stem>/codes.jsonl + overlay.mp4 + mesh.obj (+ frame_XXXXX/ with --frames). "
+        epilog="Videos: OUT/<stem>/codes.jsonl + overlay.mp4 + mesh.obj (+ frame_<n>/ with --frames, n = source frame, 5 digits). "
                "Exit status: 0 all reconstructed; 2 single input without a face / unreadable, or no encoder; "
                "1 batch with some failures; 2 batch where every input failed.")
     p.add_argument("inputs", nargs="*", metavar="PHOTO|VIDEO|FOLDER",
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("obj", "glb", "ply"), default="obj", help="mesh format (default obj)")
     p.add_argument("--stride", type=int, default=1, help="videos: process every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, help="videos: at most N processed frames")
-    p.add_argument("--frames", action="store_true", help="videos: also write OUT/<stem>/frame_XXXXX/ per frame")
+    p.add_argument("--frames", action="store_true", help="videos: also write OUT/<stem>/frame_<n>/ per frame (n = source frame number, 5 digits)")
     p.add_argument("--batch-size", type=int, default=16, help="faces per encoder pass (default 16)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1; 0 = torch's default)")

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from facerig.encoder.data import DEFAULT_MARGIN, code_from_crop, crop_camera
 from facerig.face.decoder import FaceDecoder
-from facerig.face.fit import FaceFit, FitOptions, NoFaceError
+from facerig.face.fit import FaceFit, FitOptions, NoFaceError, init_light_albedo, photometric_refine
 
 __all__ = ["reconstruct", "reconstruct_batch", "reconstruct_video", "Reconstructor", "EncoderNotFoundError", "refine_codes"]
 
@@ -81,7 +81,7 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
       ``landmark_weight`` + the priors of ``options``, a :class:`facerig.face.FitOptions`) on
       identity (its ``fit_identity_modes`` leading modes), expression, albedo, pose and SH light,
       rendered at ``render_size`` pixels (the working image is area-downsampled), after the
-      fitter's closed-form SH light and albedo. Falls back to Adam if the fitter lacks that stage.
+      fitter's closed-form SH light and albedo (``init_light``): :func:`facerig.face.photometric_refine`.
 
     With ``solver="adam"`` (the previous method): ``pose_steps`` (default ``min(steps, 3)``) LM
     iterations of the landmark energy on the pose, the closed-form light and albedo
@@ -138,14 +138,12 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
     pose_steps = (0 if solver == "lm" else min(int(steps), 3)) if pose_steps is None else int(pose_steps)
     if pose_steps > 0:
         y = _pose_lm(dec, obs, y, pose_steps, opts)
-    done = False
-    if solver == "lm" and steps > 0:
-        y_lm = _photo_lm(dec, obs, y, int(steps), opts, int(render_size), float(landmark_weight))
-        if y_lm is not None:
-            y, done = y_lm, True
-    if init_light and steps > 0 and not done:
-        y = _init_light_albedo(dec, obs, y)
-    if steps > 0 and not done:
+    if solver == "lm" and steps > 0:  # the fitter's own photometric stage, one round (light/albedo first)
+        y = photometric_refine(dec, obs, y, opts, rounds=[(int(render_size), int(steps), float(landmark_weight))],
+                               init_light=init_light)
+    elif steps > 0 and init_light:
+        y = init_light_albedo(dec, obs, y)
+    if solver == "adam" and steps > 0:
         from facerig.model import GraphicCode
 
         sl = GraphicCode.slices(dec.sizes)
@@ -177,33 +175,6 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
     with torch.no_grad():
         energies = energy.breakdown(obs, y)
     return y, energies
-
-
-def _init_light_albedo(dec: FaceDecoder, obs, y: Tensor) -> Tensor:
-    """The fitter's closed-form SH light + albedo (:func:`facerig.face.fit.init_light_albedo`;
-    skipped if it is not there)."""
-    try:
-        from facerig.face.fit import init_light_albedo as init
-    except ImportError:  # pragma: no cover - older name
-        try:
-            from facerig.face.fit import _init_light_albedo as init
-        except ImportError:
-            return y
-    return init(dec, obs, y)
-
-
-def _photo_lm(dec: FaceDecoder, obs, y: Tensor, steps: int, opts: FitOptions, size: int, w_lm: float):
-    """``steps`` Levenberg-Marquardt iterations of the fitter's photometric stage (its closed-form
-    Jacobians, :func:`facerig.face.fit.init_light_albedo` first) at render size ``size`` with
-    landmark weight ``w_lm``, from ``y``; None when the fitter does not offer those pieces (then
-    :func:`refine_codes` falls back to Adam).
-
-    :func:`facerig.face.fit.photometric_refine` with one round ``(size, steps, w_lm)``."""
-    try:
-        from facerig.face.fit import photometric_refine
-    except ImportError:  # pragma: no cover - the fitter's API changed
-        return None
-    return photometric_refine(dec, obs, y, opts, rounds=[(int(size), int(steps), float(w_lm))])
 
 
 def _pose_lm(dec: FaceDecoder, obs, y: Tensor, iters: int, opts: FitOptions,

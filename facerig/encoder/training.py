@@ -14,7 +14,7 @@
   checkpoint ``checkpoint.pt`` (resumable: ``resume=True``);
 * every epoch (and at the end): validation (:func:`evaluate`: photometric error, landmark error in
   px, geometry error in mm after similarity alignment on synthetic items) appended to
-  ``validation.csv`` and a PNG of reconstructions ``images/step_XXXXXX.png``;
+  ``validation.csv`` and a PNG of reconstructions ``images/step_<step, 6 digits>.png`` (e.g. ``step_000500.png``);
 * at the end: ``encoder.pt`` (:meth:`FaceEncoder.save`).
 """
 

@@ -1292,5 +1292,3 @@ def fit_frames(images, model="default", *, landmarks=None, options: FitOptions |
     return MultiFrameFit(frames=fits, identity=code.identity[0].detach(), albedo=code.albedo[0].detach(),
                          energies={k: float(v.sum()) for k, v in energies.items()}, timings=timings)
 
-
-_init_light_albedo = init_light_albedo  # the name used before it was public
