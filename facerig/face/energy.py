@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from facerig.energy.terms import Term, WeightedSum, charbonnier, huber, squared_l2, tikhonov
 from facerig.face.decoder import FaceDecoder
@@ -128,6 +129,25 @@ def contour_normals(points: Tensor, closed: bool) -> Tensor:
     return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-9)
 
 
+_EDGE_TOPOLOGY = WeakTensorKeyDictionary()
+
+
+def _edge_topology(faces: Tensor, device) -> tuple:
+    """Unique undirected edges of ``faces`` (F, 3): ``(edges (E, 2), edge of each slot (3F,), faces per
+    edge (E,))``; slot ``k * F + f`` is edge k (01, 12, 20) of face f. Cached per faces tensor and
+    device (the topology is fixed while a fit or a video runs)."""
+    per_device = _EDGE_TOPOLOGY.get(faces)
+    if per_device is None:
+        per_device = _EDGE_TOPOLOGY[faces] = {}
+    key = str(device)
+    if key not in per_device:
+        f = faces.to(device)
+        e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)  # (3F, 2)
+        e_sorted, _ = e.sort(1)
+        per_device[key] = torch.unique(e_sorted, dim=0, return_inverse=True, return_counts=True)
+    return per_device[key]
+
+
 @torch.no_grad()
 def contour_correspondence(verts_pix: Tensor, verts_cam: Tensor, faces: Tensor, targets: Tensor,
                            own_ids: Tensor, max_dist: float | None = None) -> Tensor:
@@ -148,19 +168,18 @@ def contour_correspondence(verts_pix: Tensor, verts_cam: Tensor, faces: Tensor, 
         (B, C) int64 vertex ids.
     """
     B, V, _ = verts_pix.shape
+    uniq, inv, counts = _edge_topology(faces, verts_pix.device)
     faces = faces.to(verts_pix.device)
     own = own_ids.expand(B, -1) if own_ids.ndim == 1 else own_ids
     tri = verts_cam[:, faces]  # (B, F, 3, 3)
     n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
     front = (n * tri.mean(2)).sum(-1) < 0  # (B, F): outward normal towards the camera (at the origin)
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)  # (3F, 2)
-    e_sorted, _ = e.sort(1)
-    uniq, inv, counts = torch.unique(e_sorted, dim=0, return_inverse=True, return_counts=True)
     out = own.clone()
     for b in range(B):
         fr = front[b].repeat(3).to(torch.int64)  # per (face, edge) slot
         n_front = torch.zeros(len(uniq), dtype=torch.int64, device=faces.device).index_add_(0, inv, fr)
-        sil_edge = ((counts == 2) & (n_front == 1)) | ((counts == 1) & (n_front == 1))
+        # silhouette: an edge between a front- and a back-facing triangle, or a front-facing boundary edge
+        sil_edge = (n_front == 1) & (counts <= 2)
         sil = torch.unique(uniq[sil_edge].reshape(-1))
         if sil.numel() == 0:
             continue
