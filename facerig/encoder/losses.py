@@ -15,9 +15,11 @@ landmark term on the 468 Face Mesh points with the face oval as a sliding contou
 get landmark weight 0.
 
 Code loss (per sample with a target, :func:`code_loss`): what the benchmark measures plus what
-the renderer needs - squared per-vertex shape error in the model frame (in mm^2, identity +
-expression), squared reprojection error of the 468 landmark vertices (in % of the crop side),
-squared log-depth error, whitened albedo error and SH error.
+the renderer needs - squared per-vertex shape error after similarity alignment (in mm^2,
+identity + expression: the part of the shape an image shows; the face's overall size trades
+off against its distance), a weak squared shape error in the model frame, squared reprojection
+error of the 468 landmark vertices (in % of the crop side), squared log-depth error, whitened
+albedo error and SH error.
 
 :class:`MoFALoss` returns ``{"unsupervised", "self_supervised", "supervised"}`` batch losses (each
 a mean over the samples it applies to; 0 when none does) so that :func:`facerig.energy.train`
@@ -33,7 +35,7 @@ from facerig.encoder.data import SOURCE_FITTED, SOURCE_SYNTHETIC
 from facerig.face.decoder import SH_AMBIENT, FaceDecoder
 from facerig.face.energy import FaceObservation, contour_normals, face_energy
 
-__all__ = ["MoFALoss", "code_loss", "observation_from_batch", "DEFAULT_TERMS"]
+__all__ = ["MoFALoss", "code_loss", "similarity_aligned", "observation_from_batch", "DEFAULT_TERMS", "CODE_WEIGHTS"]
 
 DEFAULT_TERMS = {"photometric": 20000.0, "landmarks": 0.2, "identity": 1.0, "expression": 2.0, "albedo": 1.0,
                  "sigma": 2.0, "delta": 3.0, "contour_weight": 0.5}
@@ -74,21 +76,55 @@ def observation_from_batch(decoder: FaceDecoder, batch: dict, contour_weight: fl
                            contour=contour, normals=normals, image=img)
 
 
+CODE_WEIGHTS = {"aligned": 4.0, "shape": 0.25, "reprojection": 1.0, "depth": 1.0, "albedo": 0.3, "sh": 0.3}
+"""Default weights of :func:`code_loss`'s parts (before: ``shape`` 1 and no ``aligned`` term)."""
+
+
+def similarity_aligned(src: Tensor, dst: Tensor) -> Tensor:
+    """``src`` (B, N, 3) mapped by the similarity ``s R x + t`` that best aligns it onto ``dst``
+    (B, N, 3) in the least-squares sense (Umeyama 1991, batched; reflections excluded). The
+    similarity is computed without gradient: the gradient of ``||aligned(src) - dst||^2`` w.r.t.
+    ``src`` is then exact (the alignment minimises that error)."""
+    with torch.no_grad():
+        a = src - src.mean(1, keepdim=True)
+        b = dst - dst.mean(1, keepdim=True)
+        C = b.transpose(1, 2) @ a / src.shape[1]  # (B, 3, 3)
+        U, S, Vh = torch.linalg.svd(C.double())
+        d = torch.sign(torch.linalg.det(U @ Vh))
+        D = torch.ones_like(S)
+        D[:, 2] = d
+        R = (U * D[:, None]) @ Vh
+        s = (S * D).sum(1) / a.double().square().sum(-1).mean(1).clamp(min=1e-30)
+        sR = (s[:, None, None] * R).to(src.dtype)
+        t = dst.mean(1) - (src.mean(1, keepdim=True) @ sR.transpose(1, 2))[:, 0]
+    return src @ sR.transpose(1, 2) + t[:, None]
+
+
 def code_loss(decoder: FaceDecoder, y_pred: Tensor, y_true: Tensor, image_size: int, principal_point: Tensor,
               weights: dict | None = None) -> Tensor:
     """(B,) per-sample distance between predicted and target code vectors (both in the crop camera).
 
-    ``shape``: mean squared model-frame vertex error (identity + expression) in mm^2;
+    ``aligned``: mean squared vertex error (identity + expression) in mm^2 after the similarity
+    (scale, rotation, translation) that best aligns the predicted shape onto the target - the
+    error :func:`facerig.model.geometry.umeyama`-based benchmarks report; the alignment is solved
+    in closed form without gradient, which gives the exact gradient of the aligned error (it is
+    a minimum over the alignment: envelope theorem);
+    ``shape``: mean squared model-frame vertex error (identity + expression) in mm^2 (includes
+    the overall size, which a photo hardly shows: the first identity mode is mostly size);
     ``reprojection``: mean squared 2D error of the 468 landmark vertices in % of the crop side;
     ``depth``: squared log-ratio of the translations' z, x 100; ``albedo``: mean squared whitened
     albedo error; ``sh``: mean squared SH error in units of the ambient level / 5.
     """
-    w = {"shape": 1.0, "reprojection": 1.0, "depth": 1.0, "albedo": 0.3, "sh": 0.3, **(weights or {})}
+    w = {**CODE_WEIGHTS, **(weights or {})}
+    unknown = set(w) - set(CODE_WEIGHTS)
+    if unknown:
+        raise ValueError(f"weights: unknown names {sorted(unknown)}; expected some of {sorted(CODE_WEIGHTS)}")
     m = decoder.model
     cp, ct = decoder.as_code(y_pred), decoder.as_code(y_true.to(y_pred))
     vp = m.shape(cp.identity, cp.expression)
     vt = m.shape(ct.identity, ct.expression)
     shape = ((vp - vt) * 10.0).square().sum(-1).mean(1)
+    aligned = ((similarity_aligned(vp, vt) - vt) * 10.0).square().sum(-1).mean(1) if w["aligned"] else shape * 0.0
     S = (image_size, image_size)
     pp = principal_point.to(y_pred)
     lp = decoder.landmarks2d(cp, S, pp, kind="mediapipe468")
@@ -98,7 +134,7 @@ def code_loss(decoder: FaceDecoder, y_pred: Tensor, y_true: Tensor, image_size: 
     std = m.albedo_std.to(y_pred)
     alb = ((cp.albedo - ct.albedo) / std).square().mean(1)
     sh = ((cp.sh - ct.sh) / (0.2 * SH_AMBIENT)).square().mean((1, 2))
-    return w["shape"] * shape + w["reprojection"] * reproj + w["depth"] * depth + w["albedo"] * alb + w["sh"] * sh
+    return w["aligned"] * aligned + w["shape"] * shape + w["reprojection"] * reproj + w["depth"] * depth + w["albedo"] * alb + w["sh"] * sh
 
 
 class _NonNegativeSkin(nn.Module):

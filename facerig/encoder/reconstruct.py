@@ -11,8 +11,9 @@ pixels, detections, energies, timings), in milliseconds instead of a second:
 3. the encoder's code vector in that crop camera, mapped exactly to the photo's camera
    (same pose and shape, ``focal / crop.scale``: :func:`facerig.encoder.data.code_from_crop`);
 4. optionally ``refine=N``: N Levenberg-Marquardt steps of the fitter's photometric stage
-   (photometric + landmarks + priors with the weights of :class:`facerig.face.FitOptions`,
-   rendered at 80 px) on the fitter's working crop, from the encoder's answer (:func:`refine_codes`).
+   (photometric + priors with the weights of :class:`facerig.face.FitOptions`, landmarks at
+   weight 0 by default, rendered at 80 px, the last of N >= 3 steps at 160 px) on the fitter's
+   160 px working crop, from the encoder's answer (:func:`refine_codes`, :func:`refine_rounds`).
 
 :class:`Reconstructor` keeps the encoder and decoder loaded for many calls: ``rec(image)``,
 ``rec.batch(images)`` (one encoder pass for many photos) and ``rec.video(path)`` (frames tracked
@@ -32,7 +33,8 @@ from facerig.encoder.data import DEFAULT_MARGIN, code_from_crop, crop_camera
 from facerig.face.decoder import FaceDecoder
 from facerig.face.fit import FaceFit, FitOptions, NoFaceError, init_light_albedo, photometric_refine
 
-__all__ = ["reconstruct", "reconstruct_batch", "reconstruct_video", "Reconstructor", "EncoderNotFoundError", "refine_codes"]
+__all__ = ["reconstruct", "reconstruct_batch", "reconstruct_video", "Reconstructor", "EncoderNotFoundError", "refine_codes",
+           "refine_rounds"]
 
 
 class EncoderNotFoundError(FileNotFoundError):
@@ -70,7 +72,7 @@ def _module_device(module: torch.nn.Module):
 def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tensor, principal_point: Tensor,
                  steps: int, valid: Tensor | None = None, options: FitOptions | None = None,
                  pose_steps: int | None = None, init_light: bool = True, solver: str = "lm",
-                 render_size: int = 80, landmark_weight: float = 0.05):
+                 render_size: int = 80, landmark_weight: float = 0.0, final_size: int | None = 160):
     """Refine code vectors with the fitter's energies from the encoder's answer (batched).
 
     The face-oval landmarks slide: they are re-matched on the model's silhouette first
@@ -82,15 +84,30 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
       identity (its ``fit_identity_modes`` leading modes), expression, albedo, pose and SH light,
       rendered at ``render_size`` pixels (the working image is area-downsampled), after the
       fitter's closed-form SH light and albedo (``init_light``): :func:`facerig.face.photometric_refine`.
+      With ``steps >= 3`` and ``final_size``, the last of the ``steps`` iterations renders at
+      ``final_size`` pixels instead (the fitter's finest level, 160 px: :func:`refine_rounds`).
 
     With ``solver="adam"`` (the previous method): ``pose_steps`` (default ``min(steps, 3)``) LM
     iterations of the landmark energy on the pose, the closed-form light and albedo
     (``init_light``), then ``steps`` Adam iterations of the photometric-stage energy (each sample
     keeps its best iterate).
 
-    tools/bench_encoder.py (28 synthetic faces, default encoder 2.67 mm, the full fit 1.11 mm in
-    825 ms): LM 2 steps 2.14 mm (110 ms per face), 5 steps 1.36 mm (233 ms). On 8 faces, from
-    an earlier fitter: 5 LM steps at 64 px 1.59 mm vs 1.44 mm at 80 px; 5 Adam steps 2.44 mm.
+    One step (``solver="lm"``) is one Levenberg-Marquardt iteration: the closed-form Jacobian of
+    all residuals (the 80 px render's skin pixels x 3 colours, 936 landmark rows, priors) w.r.t.
+    the ~190 free parameters, a Cholesky solve and one trial render; about 40 ms of CPU time per
+    face (1 thread), of which ~16 ms is the per-vertex Jacobian with its normals and ~5 ms the
+    renders; the closed-form light and albedo before the first step cost ~5 ms.
+
+    Choices, measured on the held-out synthetic faces of tools/bench_encoder.py (seeds 1000..;
+    26 faces, encoder 2.64 mm, the full fit 1.11 mm in 0.78 s CPU): the encoder's answer is
+    already well placed, so the landmarks get weight 0 (MediaPipe's landmarks carry biases of a
+    few pixels that pull the shape away from the photometric optimum): 5 steps at 80 px gave
+    1.31 mm with weight 0.05 (the previous default), 1.29 mm with 0.01 and 1.26 mm with 0;
+    moving the last step to 160 px: 1.21 mm (1.10x the fit) for ~70 ms more. Smaller renders
+    are cheaper but much less accurate (8 faces, 5 steps at 64 / 48 px: 1.40 / 1.64 mm vs
+    1.14 mm at 80 px), and leaving light and albedo out of the steps (closed form only, fewer
+    parameters) does not converge (2.9 mm). A single step does not help (2.76 mm: light,
+    albedo and shape move together; a larger initial damping gives 2.39-2.56 mm on 14 faces).
 
     Args:
         decoder: the face decoder; y: (B, D) code vectors in the working images' camera.
@@ -102,7 +119,9 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
         pose_steps: landmark LM iterations on the pose before the photometric steps (default
             0 with ``"lm"``, ``min(steps, 3)`` with ``"adam"``).
         solver: ``"lm"`` or ``"adam"``; render_size: LM render size (px); landmark_weight: weight
-            of the landmark term in the LM steps (the fitter's first round uses 0.05).
+            of the landmark term in the LM steps at ``render_size`` (default 0, as the fitter's
+            later rounds; its first round, which starts from a landmark fit, uses 0.05);
+            final_size: render size of the last step (None: all at ``render_size``).
 
     Returns:
         ``(y, energies)``: refined (B, D) vectors and the per-term energies ``{name: (B,)}`` at them
@@ -139,7 +158,7 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
     if pose_steps > 0:
         y = _pose_lm(dec, obs, y, pose_steps, opts)
     if solver == "lm" and steps > 0:  # the fitter's own photometric stage, one round (light/albedo first)
-        y = photometric_refine(dec, obs, y, opts, rounds=[(int(render_size), int(steps), float(landmark_weight))],
+        y = photometric_refine(dec, obs, y, opts, rounds=refine_rounds(steps, render_size, landmark_weight, final_size),
                                init_light=init_light)
     elif steps > 0 and init_light:
         y = init_light_albedo(dec, obs, y)
@@ -175,6 +194,18 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
     with torch.no_grad():
         energies = energy.breakdown(obs, y)
     return y, energies
+
+
+def refine_rounds(steps: int, render_size: int = 80, landmark_weight: float = 0.0,
+                  final_size: int | None = 160) -> list:
+    """The Levenberg-Marquardt rounds ``[(render size px, iterations, landmark weight)]`` of
+    ``refine=steps`` (:func:`facerig.face.photometric_refine`'s ``rounds``): ``steps`` iterations
+    at ``render_size``, except that with ``steps >= 3`` and ``final_size`` the last one renders
+    at ``final_size`` (landmark weight 0). E.g. ``refine_rounds(5) == [(80, 4, 0.0), (160, 1, 0.0)]``."""
+    steps = int(steps)
+    if steps >= 3 and final_size:
+        return [(int(render_size), steps - 1, float(landmark_weight)), (int(final_size), 1, 0.0)]
+    return [(int(render_size), steps, float(landmark_weight))]
 
 
 def _pose_lm(dec: FaceDecoder, obs, y: Tensor, iters: int, opts: FitOptions,
@@ -221,7 +252,9 @@ class Reconstructor:
         pose_steps: landmark LM iterations on the pose before the photometric steps (default:
             :func:`refine_codes`'s).
         refine_solver: ``"lm"`` (default) or ``"adam"``; refine_size: render size of the LM
-            steps in pixels (default 80); see :func:`refine_codes`.
+            steps in pixels (default 80); refine_landmarks: weight of the landmark term in the
+            LM steps (default 0); refine_final_size: render size of the last step when refining
+            3 steps or more (default 160; None: all at ``refine_size``); see :func:`refine_codes`.
 
     Raises:
         EncoderNotFoundError: no such encoder (the message says how to train one).
@@ -230,7 +263,8 @@ class Reconstructor:
 
     def __init__(self, encoder="default", model=None, *, refine: int = 0, options: FitOptions | None = None,
                  device=None, dtype=None, batch_size: int = 32, pose_steps: int | None = None,
-                 refine_solver: str = "lm", refine_size: int = 80):
+                 refine_solver: str = "lm", refine_size: int = 80, refine_landmarks: float = 0.0,
+                 refine_final_size: int | None = 160):
         self.encoder = _load_encoder(encoder, device)
         if device is not None:
             self.encoder.to(device)
@@ -256,7 +290,13 @@ class Reconstructor:
             raise ValueError(f"refine_solver: expected 'lm' or 'adam', got {refine_solver!r}")
         if not isinstance(refine_size, int) or refine_size < 16:
             raise ValueError(f"refine_size: expected an int >= 16 (pixels), got {refine_size!r}")
+        if not float(refine_landmarks) >= 0:
+            raise ValueError(f"refine_landmarks: expected a weight >= 0, got {refine_landmarks!r}")
         self.refine_solver, self.refine_size = refine_solver, refine_size
+        self.refine_landmarks = float(refine_landmarks)
+        if refine_final_size is not None and (not isinstance(refine_final_size, int) or refine_final_size < 16):
+            raise ValueError(f"refine_final_size: expected None or an int >= 16 (pixels), got {refine_final_size!r}")
+        self.refine_final_size = refine_final_size
 
     @staticmethod
     def _check_refine(refine) -> int:
@@ -341,7 +381,8 @@ class Reconstructor:
             cw.focal = cw.focal * s[:, None]
             yw, eng = refine_codes(dec, cw.to_vector(), lm, img, pp, refine, valid=valid, options=opts,
                                    pose_steps=self.pose_steps, solver=self.refine_solver,
-                                   render_size=self.refine_size)
+                                   render_size=self.refine_size, landmark_weight=self.refine_landmarks,
+                                   final_size=self.refine_final_size)
             cw = dec.as_code(yw).clone()
             cw.focal = cw.focal / s[:, None]
             y_src = cw.to_vector()
@@ -522,7 +563,8 @@ def reconstruct(image, encoder="default", refine: int = 0, model=None, *, landma
         encoder: "default" (``assets/default_encoder.pt``), an encoder file / training run folder,
             or a :class:`~facerig.encoder.model.FaceEncoder` (or compatible module).
         refine: N Levenberg-Marquardt steps of the fitter's photometric stage from the encoder's
-            answer (0: the encoder alone). See :func:`refine_codes`.
+            answer (0: the encoder alone; N >= 3: the last at 160 px; ~40 ms of CPU per 80 px
+            step). See :func:`refine_codes`.
         model: the face model of the encoder's codes (default: the encoder's own).
         landmarks: optional Face Mesh detections (:class:`facerig.landmarks.FaceLandmarks` or a
             (468 | 478, 2 | 3) array in input pixels) instead of running the detector.

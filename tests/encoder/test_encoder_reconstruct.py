@@ -157,6 +157,20 @@ def test_bad_arguments(stand_in, photo):
         rec(np.full((100, 100, 3), 90, np.uint8))
     with pytest.raises(ValueError, match="points"):
         rec(photo, landmarks=np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="refine_final_size"):
+        Reconstructor(stand_in, refine_final_size=8)
+    with pytest.raises(ValueError, match="refine_landmarks"):
+        Reconstructor(stand_in, refine_landmarks=-1.0)
+
+
+def test_refine_schedule():
+    """refine=N: N LM iterations at the refine size, the last one at the final size when N >= 3."""
+    from facerig.encoder.reconstruct import refine_rounds
+
+    assert refine_rounds(5) == [(80, 4, 0.0), (160, 1, 0.0)]
+    assert refine_rounds(2, 64, 0.05) == [(64, 2, 0.05)]
+    assert refine_rounds(3, final_size=None) == [(80, 3, 0.0)]
+    assert sum(r[1] for r in refine_rounds(7, 48, 0.01, 120)) == 7
 
 
 def test_default_encoder_on_a_real_photo(photo):
@@ -170,8 +184,10 @@ def test_default_encoder_on_a_real_photo(photo):
         pytest.skip("assets/default_encoder.pt is not built yet (tools/train_default_encoder.py)")
     fit = reconstruct(photo)
     assert fit.landmark_error_px < 8.0, fit.landmark_error_px
+    # refinement lowers the photometric energy; the landmarks (weight 0 in the steps) stay on the face
     refined = reconstruct(photo, refine=3)
-    assert refined.landmark_error_px < fit.landmark_error_px
+    assert refined.energies["photometric"] < 0.8 * fit.energies["photometric"], (refined.energies, fit.energies)
+    assert refined.landmark_error_px < 6.0, refined.landmark_error_px
 
 
 def test_lm_refinement_recovers_a_synthetic_face_better_than_adam():
