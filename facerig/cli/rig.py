@@ -45,7 +45,10 @@ def register(subparsers) -> None:
                         "joint: one identity fitted jointly on them")
     p.add_argument("--temporal", type=float, default=1.0,
                    help="weight of the temporal smoothness terms (default 1; 0 = independent frames)")
-    p.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of the tracked landmarks (default: a zero-phase Gaussian, 0.1 s; 0.05 s on eyes and lips)")
+    p.add_argument("--no-smoothing", action="store_true", help="no temporal smoothing of the tracked landmarks (default: a zero-phase Gaussian, 0.1 s; none on eyes and lips)")
+    p.add_argument("--photometric", type=int, default=80, metavar="PX",
+                   help="per-frame photometric step on a PX-pixel face crop after the landmark solve "
+                        "(default 80; 0 = landmarks only, faster)")
     p.add_argument("--correctives", type=int, default=0, metavar="K",
                    help="add K low-rank corrective shapes learned from the landmark residuals (default 0)")
     p.add_argument("--texture-size", type=int, default=256, help="texture.png side in texels (default 256; 0 = none)")
@@ -73,7 +76,7 @@ def run(args) -> int:
         raise UserError(f"{args.video}: no such file or folder")
     try:
         opts = RigOptions(keyframes=args.keyframes, identity_fit=args.identity_fit, smoothing=not args.no_smoothing,
-                          w_temporal=args.temporal,
+                          w_temporal=args.temporal, photo_size=args.photometric,
                           texture_size=args.texture_size, preview=not args.no_preview, correctives=args.correctives)
     except ValueError as err:
         raise UserError(str(err)) from None

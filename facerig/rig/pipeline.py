@@ -13,9 +13,10 @@ Stages (frames are streamed from :class:`facerig.video.VideoReader`; nothing hol
 4. **Personalisation**: the generic ARKit blendshapes carried onto the fitted neutral by
    deformation transfer (:func:`facerig.rig.transfer.deformation_transfer`).
 5. **Per-frame tracking** of the 53 weights, head pose and SH light with the personalised rig
-   (:class:`facerig.rig.track.FrameTracker`: LM warm-started from the previous frame, temporal
-   terms), cached per chunk of frames so an interrupted run resumes with the same result; lost
-   frames are interpolated.
+   (:class:`facerig.rig.track.FrameTracker`: LM on the landmarks warm-started from the previous
+   frame, temporal terms, closed-form light, then one photometric LM step on an 80 px crop),
+   cached per chunk of frames so an interrupted run resumes with the same result; then a
+   zero-phase smoothing of the weights and pose over about one frame; lost frames are interpolated.
 6. **Texture**: a de-lit UV albedo texture from the keyframes (:class:`facerig.rig.texture.TextureBuilder`).
 7. **Outputs** (when ``out`` is given): ``rig.glb``, ``blendshapes/*.obj``, ``texture.png``,
    ``tracking.csv``, ``preview.mp4`` (original | overlay | rig), ``report.png``, ``rig.json``.
@@ -35,10 +36,16 @@ import torch
 from facerig.face import NoFaceError
 from facerig.rig.track import LANDMARK_SHAPE_PRIOR
 
-__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO"]
+__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT"]
 
 SAMPLE_VIDEO = "sample_face.mp4"
-CACHE_VERSION = 1
+KEYFRAME_FIT = {"crop_size": 224, "photo_subdivide": 1, "photo_subdivide_min_size": 120, "w_identity_lm": 2.0,
+                "photo_schedule": ((80, 4, 0.05), (120, 2, 0.0), (160, 2, 0.0), (224, 3, 0.0))}
+"""Default :class:`facerig.face.FitOptions` overrides of the keyframe fits (``RigOptions.key_fit``):
+a 224 px working crop with a last photometric round at full size, the mesh subdivided once in the
+rounds >= 120 px, a weaker identity prior. On tools/bench_rig.py's clips the mean keyframe identity
+error went from 1.40 to 1.20 mm (8 keyframes each about 1.5 s instead of 1 s)."""
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -56,7 +63,8 @@ class RigOptions:
         smoothing: smooth the tracked landmarks over time (False: raw detections).
         zero_phase: (seconds, seconds): how: a zero-phase Gaussian smoothing of the raw landmarks
             over time (default; no lag, so short blinks keep their depth), the first std for most
-            points, the second for the eye and lip points (:func:`facerig.rig.track.smooth_tracks`);
+            points, the second for the eye and lip points (default 0: raw, a blink lasts a few
+            frames; ``smooth_codes`` smooths the result) (:func:`facerig.rig.track.smooth_tracks`);
             None: the landmark tracker's causal One-Euro filter.
         w_temporal: weight of the per-frame temporal terms (0 = independent frames).
         temporal_scales: expected frame-to-frame change per part (``expression`` weight units,
@@ -73,19 +81,36 @@ class RigOptions:
             (:func:`facerig.rig.correctives.corrective_shapes`; 0 = none), appended to the rig as
             ``corrective_1..k`` morph targets with their per-frame weights.
         iterations: LM iterations per frame (warm start).
-        key_photo_iterations: photometric (Adam) iterations of the keyframe fit.
+        key_photo_iterations: photometric (Adam) iterations of the keyframe fit (``identity_fit="joint"``).
+        key_fit: :class:`facerig.face.FitOptions` settings of the independent keyframe fits
+            (``identity_fit="average"``; default :data:`KEYFRAME_FIT`: a finer photometric stage
+            than a single photo's default, the identity fit runs once per video).
         texture_size: side of texture.png in texels (0 = no texture).
         preview: write preview.mp4; preview_height: height of each preview panel (px, default
             min(frame height, 360)).
         chunk: frames per cache file.
         light: estimate per-frame SH light (closed form); False keeps the keyframes' mean light.
-        dtype: tracking precision (float64 default: the forward-difference Jacobians need it).
+        dtype: tracking precision ("float32" default; the tracker's Jacobians are in closed form).
+        photo_size: per-frame photometric step after the landmark solve
+            (:meth:`facerig.rig.track.FrameTracker.refine_photometric`): side in pixels of the square
+            crop around the face it renders and compares (0 = landmarks only). The pixels see what
+            the detector's landmarks miss (the chin and lips of an opening jaw).
+        photo_iterations: Levenberg-Marquardt iterations of that step per frame.
+        w_photo, w_landmarks_photo, photo_eps: its photometric weight, the landmark term's weight in
+            it, the Charbonnier scale of its colour residual.
+        photo_light: the SH light is free in that step too (after its closed-form estimate).
+        photo_eyes, photo_mouth: the step renders the vertices around the eye / mouth openings dark
+            and counts them (open eyes and mouths are darker than skin); on the synthetic benchmark
+            the dark mouth helps jawOpen, dark eyes lowered the eyeBlink correlation (off by default).
+        smooth_codes: std in seconds of a zero-phase Gaussian applied to the tracked weights and
+            head pose over time after tracking (:func:`facerig.rig.track.smooth_tracks`; 0 = off):
+            removes the frame-to-frame noise of the photometric step (about one frame at 30 fps).
     """
 
     keyframes: int = 8
     identity_fit: str = "average"
     smoothing: bool = True
-    zero_phase: tuple | None = (0.1, 0.05)
+    zero_phase: tuple | None = (0.1, 0.0)
     w_temporal: float = 1.0
     temporal_scales: dict | None = None
     w_expression: float = 5.0
@@ -97,12 +122,22 @@ class RigOptions:
     correctives: int = 0
     iterations: int = 3
     key_photo_iterations: int = 40
+    key_fit: dict = field(default_factory=lambda: dict(KEYFRAME_FIT))
     texture_size: int = 256
     preview: bool = True
     preview_height: int | None = None
     chunk: int = 32
     light: bool = True
-    dtype: str = "float64"
+    dtype: str = "float32"
+    photo_size: int = 80
+    photo_iterations: int = 1
+    w_photo: float = 20000.0
+    w_landmarks_photo: float = 1.0
+    photo_light: bool = True
+    photo_eps: float = 0.02
+    photo_eyes: bool = False
+    smooth_codes: float = 0.034
+    photo_mouth: bool = True
 
     def __post_init__(self):
         for name in ("keyframes", "iterations", "chunk"):
@@ -117,6 +152,13 @@ class RigOptions:
             raise ValueError(f"texture_size: expected >= 0, got {self.texture_size}")
         if self.identity_fit not in ("average", "joint"):
             raise ValueError(f"identity_fit: expected 'average' or 'joint', got {self.identity_fit!r}")
+        if isinstance(self.photo_size, bool) or not isinstance(self.photo_size, int) or not (
+                self.photo_size == 0 or self.photo_size >= 16):
+            raise ValueError(f"photo_size: expected 0 (off) or a crop side >= 16 pixels, got {self.photo_size!r}")
+        if isinstance(self.photo_iterations, bool) or not isinstance(self.photo_iterations, int) or self.photo_iterations < 0:
+            raise ValueError(f"photo_iterations: expected an int >= 0, got {self.photo_iterations!r}")
+        if not (self.smooth_codes >= 0 and self.w_photo >= 0 and self.w_landmarks_photo >= 0 and self.photo_eps > 0):
+            raise ValueError("smooth_codes, w_photo and w_landmarks_photo must be >= 0 and photo_eps > 0")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
 
@@ -221,11 +263,12 @@ def _progress(total, desc, enabled):
 
 _STAGE_OPTIONS = {  # which options each cached stage depends on
     "landmarks": ("smoothing", "zero_phase"),
-    "identity": ("smoothing", "zero_phase", "keyframes", "identity_fit", "key_photo_iterations"),
-    "track": ("smoothing", "zero_phase", "keyframes", "identity_fit", "key_photo_iterations", "w_temporal", "temporal_scales", "w_expression", "w_sparse", "eye_weight",
+    "identity": ("smoothing", "zero_phase", "keyframes", "identity_fit", "key_photo_iterations", "key_fit"),
+    "track": ("smoothing", "zero_phase", "keyframes", "identity_fit", "key_photo_iterations", "key_fit", "w_temporal", "temporal_scales", "w_expression", "w_sparse", "eye_weight",
               "lip_weight", "contour_weight", "shape_prior", "iterations",
               "chunk",
-              "light", "dtype"),
+              "light", "dtype", "photo_size", "photo_iterations", "w_photo", "w_landmarks_photo", "photo_light",
+              "photo_eps", "photo_eyes", "photo_mouth"),
 }
 
 
@@ -369,7 +412,8 @@ def _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal=No
         log(f"fitting {len(key_pos)} keyframes independently (frames {', '.join(map(str, key_frames))}); "
             "identity and albedo = their mean")
         t0 = time.perf_counter()
-        fits = [fit_image(images[int(frames[p])], dec, landmarks=points[p], focal=focal) for p in key_pos]
+        kopts = FitOptions(**(opts.key_fit or {}))
+        fits = [fit_image(images[int(frames[p])], dec, landmarks=points[p], focal=focal, options=kopts) for p in key_pos]
         codes = [f.code for f in fits]
         identity = torch.cat([c.identity for c in codes]).mean(0)
         albedo = torch.cat([c.albedo for c in codes]).mean(0)
@@ -415,7 +459,7 @@ def _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
         Y[done:done + n], err[done:done + n] = hit["y"], hit["err"]
         prev = None if not hit["has_prev"] else torch.as_tensor(hit["prev"][None], dtype=tracker.dt)
         done += n
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     key_pos = np.asarray(ident["key_pos"])
     sh_mean = torch.as_tensor(ident["sh"].mean(0), dtype=tracker.dt)
     bar = _progress(T, "tracking", progress)
@@ -444,6 +488,10 @@ def _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
                 else:
                     y = y.clone()
                     y[:, tracker.sl["sh"]] = sh_mean.reshape(1, -1)
+                if tracker.photo_size > 0:
+                    y = tracker.refine_photometric(rgb, points[k], y, warm=prev is not None)
+                    with torch.no_grad():
+                        e = float(tracker.lm_term.pixel_errors(tracker.last_obs, y).mean())
                 prev = y
                 Y[k], err[k] = y[0].cpu().numpy(), e
             else:
@@ -458,6 +506,7 @@ def _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
         if k < T:
             raise RuntimeError(f"the video ended after {k} of {T} frames while tracking")
     bar.close()
+    tracker.cpu_seconds = time.process_time() - c0
     return Y, err, time.perf_counter() - t0, T - done
 
 
@@ -724,10 +773,23 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
                            w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
                            iterations=opts.iterations, w_sparse=opts.w_sparse,
                            eye_weight=opts.eye_weight, lip_weight=opts.lip_weight,
-                           contour_weight=opts.contour_weight, shape_prior=opts.shape_prior)
+                           contour_weight=opts.contour_weight, shape_prior=opts.shape_prior,
+                           photo_size=opts.photo_size, photo_iterations=opts.photo_iterations, w_photo=opts.w_photo,
+                           w_landmarks_photo=opts.w_landmarks_photo, photo_light=opts.photo_light,
+                           photo_eps=opts.photo_eps, **({} if opts.photo_eyes else {"eye_color": None}),
+                           **({} if opts.photo_mouth else {"mouth_color": None}))
     Y, err, t_track, n_tracked = _track_frames(reader, points, found, frames, ident, tracker, opts, progress, cache)
     timings["tracking"] = t_track
+    timings["tracking_cpu"] = tracker.cpu_seconds
     sl = tracker.sl
+    if opts.smooth_codes > 0 and found.sum() > 2:
+        from facerig.rig.track import smooth_tracks
+
+        cols = np.r_[np.arange(sl["expression"].start, sl["expression"].stop),
+                     np.arange(sl["rotation"].start, sl["translation"].stop)]
+        Y = Y.copy()
+        Y[:, cols] = smooth_tracks(Y[:, cols, None], found, opts.smooth_codes * reader.fps)[..., 0]
+        Y[:, sl["expression"]] = Y[:, sl["expression"]].clip(0, 1)
     Y = _interpolate_lost(Y, found)
     weights, rot, trans = Y[:, sl["expression"]], Y[:, sl["rotation"]], Y[:, sl["translation"]]
     sh = Y[:, sl["sh"]].reshape(T, 9, 3)

@@ -11,9 +11,14 @@ on the face energy's terms (:mod:`facerig.face.energy`)::
 
 warm-started from the previous frame, with the blendshape weights ``w`` kept in [0, 1] (the
 solver's projection). The temporal terms are :class:`facerig.face.CodePrior` terms centred on
-the previous frame's code. Light (9 SH coefficients per channel) then comes in closed form from
+the previous frame's code. The landmark rows of the Jacobian are the fitter's closed form
+(:func:`facerig.face.fit._vertex_jacobian` / ``_stacked_jacobian``), the prior rows diagonal,
+so float32 works. Light (9 SH coefficients per channel) then comes in closed form from
 the colours of the visible skin vertices and the personalised albedo (ridge towards the previous
-frame's light): a light photometric step that needs no rendering.
+frame's light). Then (``photo_size > 0``, :meth:`FrameTracker.refine_photometric`) one
+Levenberg-Marquardt step of the fitter's photometric energy (:class:`facerig.face.fit._PhotoLM`,
+closed-form Jacobian) on a small square crop around the face, with the same priors: the pixels
+see the chin and lips of an opening jaw that the detector's landmarks follow poorly.
 
 Also here: :func:`select_keyframes` (diverse poses and expressions from the tracked landmarks) and
 :func:`jitter` (the temporal-stability metric).
@@ -21,6 +26,8 @@ Also here: :func:`select_keyframes` (diverse poses and expressions from the trac
 
 from __future__ import annotations
 
+import functools
+import math
 
 import numpy as np
 import torch
@@ -30,6 +37,7 @@ from facerig.energy.solvers import levenberg_marquardt
 from facerig.energy.terms import Term, WeightedSum
 from facerig.face import CodePrior, FaceDecoder, FaceObservation, LandmarkTerm, contour_correspondence, contour_normals
 from facerig.face import stacked_residuals
+from facerig.face.fit import _PhotoLM, _scales
 from facerig.model import GraphicCode
 
 __all__ = ["FrameTracker", "select_keyframes", "jitter", "similarity_normalise", "smooth_tracks",
@@ -209,13 +217,24 @@ class FrameTracker:
             prior of those blendshapes (e.g. ``{"eyeLook*": 10}``: shapes the 2-D landmarks barely
             observe, which otherwise absorb the detector's biases and steal motion from the
             shapes that are observed). The first matching pattern wins.
+        photo_size: side (px) of the face crop of the per-frame photometric step
+            (:meth:`refine_photometric`; 0 = off); photo_iterations: its LM iterations.
+        w_photo, w_landmarks_photo, photo_eps: photometric weight (the fitter's scale: the
+            colour term is a mean over the face's pixels), weight of the landmark term in that
+            step, Charbonnier scale of the colour residual.
+        photo_light: the SH light is free in that step too.
+        eye_color, mouth_color: albedo of the vertices around the eye / mouth openings in that
+            step (open eyes and mouths are dark; None = the person's albedo and the model's skin
+            mask, which leaves the openings' rims out).
     """
 
     def __init__(self, decoder: FaceDecoder, image_size, focal: float, sigma: float = 2.0, *,
                  w_expression: float = 1.0, w_temporal: float = 1.0, temporal_scales: dict | None = None,
                  iterations: int = 4, first_iterations: int = 15, contour_weight: float = 0.5, delta: float = 3.0,
                  light_ridge: float = 1.0, w_sparse: float = 0.0, eye_weight: float = 1.0, lip_weight: float = 1.0,
-                 shape_prior: dict | None = None):
+                 shape_prior: dict | None = None, photo_size: int = 0, photo_iterations: int = 2,
+                 w_photo: float = 20000.0, w_landmarks_photo: float = 1.0, photo_light: bool = True,
+                 photo_eps: float = 0.02, eye_color=(0.3, 0.3, 0.3), mouth_color=(0.25, 0.08, 0.07)):
         from facerig.landmarks import MEDIAPIPE_FACE_OVAL
 
         self.dec = decoder
@@ -273,12 +292,46 @@ class FrameTracker:
         self.lo = torch.cat([torch.zeros(K, dtype=self.dt, device=self.dev),
                              torch.full((6,), -float("inf"), dtype=self.dt, device=self.dev)])
         self.P = K + 6
-        # Jacobians by batched forward differences: torch.func's forward mode costs ~40 ms per
-        # Jacobian here (dispatch overhead), one batched evaluation ~2 ms
-        self.fd_eps = 1e-6 if self.dt == torch.float64 else 1e-3
-        self._eye_eps = torch.cat([torch.zeros(1, self.P, dtype=self.dt, device=self.dev),
-                                   self.fd_eps * torch.eye(self.P, dtype=self.dt, device=self.dev)])
+        # closed-form landmark Jacobians (the fitter's): the packer's layout and scales are the
+        # tracker's parameter vector (whitened expression, rotation, translation / 10)
+        from facerig.face.fit import _Packer
+        self.pk = _Packer(torch.zeros(1, sum(self.sizes.values()), dtype=self.dt, device=self.dev), self.sizes,
+                          _scales(decoder, ("expression", "rotation", "translation")))
+        self._lm_energy = WeightedSum(landmarks=(1.0, self.lm_term))
         self.pp = torch.tensor([[self.W / 2.0, self.H / 2.0]], dtype=self.dt, device=self.dev)
+        # photometric step
+        self.photo_size, self.photo_iterations = int(photo_size), int(photo_iterations)
+        self.w_photo, self.w_landmarks_photo, self.photo_eps = float(w_photo), float(w_landmarks_photo), float(photo_eps)
+        self.photo_light = bool(photo_light)
+        self.priors_cold = WeightedSum(**{k: v for k, v in cold.items() if k != "landmarks"})
+        self.priors_warm = WeightedSum(**{k: v for k, v in terms.items() if k != "landmarks"})
+        if self.photo_size > 0:
+            self.photo_dec = self._photo_decoder(eye_color, mouth_color)
+            parts = ("expression", "rotation", "translation") + (("sh",) if self.photo_light else ())
+            self.photo_scales = _scales(decoder, parts)
+            n_sh = 27 if self.photo_light else 0
+            inf = torch.full((n_sh,), float("inf"), dtype=self.dt, device=self.dev)
+            self.photo_lo, self.photo_hi = torch.cat([self.lo, -inf]), torch.cat([self.hi, inf])
+
+    def _photo_decoder(self, eye_color, mouth_color) -> FaceDecoder:
+        """The personalised model as the photometric step renders it: the vertices around the eye
+        and mouth openings get a dark albedo (an open eye or mouth is darker than skin), so the
+        rendered lids and lips shade from skin to dark at their edges and the photometric
+        residual sees them move; they count in the photometric mask (the skin weight)."""
+        m = self.dec.model.to(dtype=self.dt, device=self.dev)
+        alb = m.albedo_mean.clone()
+        weight = self.dec.skin_weight.to(self.dev, self.dt).clone()
+        for group, colour in (("eye_openings", eye_color), ("mouth_opening", mouth_color)):
+            faces = (m.face_groups or {}).get(group)
+            if faces is None or colour is None:
+                continue
+            v = torch.unique(m.faces[torch.as_tensor(faces, device=self.dev)])
+            alb[v] = torch.as_tensor(colour, dtype=self.dt, device=self.dev)
+            weight[v] = 1.0
+        m.albedo_mean = alb
+        dec = FaceDecoder(m)
+        dec.skin_weight = weight
+        return dec
 
     # ------------------------------------------------------------------ codes
     def initial_code(self, rotation=None, translation=None, expression=None, sh=None) -> Tensor:
@@ -302,11 +355,45 @@ class FrameTracker:
         sl = self.sl
         return torch.cat([y[:, sl["expression"]], y[:, sl["rotation"]], y[:, sl["translation"]]], 1) / self.p_scale
 
-    @staticmethod
-    def _expand(obs: FaceObservation, B: int) -> FaceObservation:
-        return FaceObservation(landmarks=obs.landmarks.expand(B, -1, -1), vertex_ids=obs.vertex_ids.expand(B, -1),
-                               image_size=obs.image_size, principal_point=obs.principal_point.expand(B, -1),
-                               weights=obs.weights, contour=obs.contour, normals=obs.normals.expand(B, -1, -1))
+    def _prior_rows(self, energy: WeightedSum, p: Tensor, skip=("landmarks",), pk=None) -> Tensor:
+        """Jacobian rows (B, M, P) of the non-landmark terms of ``energy`` (priors and sparsity: diagonal
+        in the whitened parameters), in ``stacked_residuals`` order."""
+        B, P = p.shape
+        pk = pk or self.pk
+        rows = []
+        for name, term in energy.terms.items():
+            if name in skip:
+                continue
+            sw = math.sqrt(energy.weights[name])
+            part = getattr(term, "part", "expression")
+            sl, k = pk.layout[part]
+            J = torch.zeros(B, k, P, dtype=p.dtype, device=p.device)
+            ar = torch.arange(k, device=p.device)
+            if isinstance(term, CodePrior):
+                std = term.scale.to(p) if isinstance(term.scale, Tensor) else float(term.scale)
+                d = (sw * pk.scales[part].to(p) / std).expand(B, k)
+            elif isinstance(term, SparseWeights):  # d/dw of w / sqrt(w + eps) (0 below 0: clamped)
+                w = (p[:, sl] * pk.scales[part].to(p))
+                wc = w.clamp(min=0)
+                d = sw * (wc + 2 * term.eps) / (2 * (wc + term.eps) ** 1.5) * (w >= 0).to(p) * pk.scales[part].to(p)
+            else:
+                raise TypeError(f"FrameTracker: no closed-form Jacobian for term {name!r}")
+            J[:, ar, sl.start + ar] = d
+            rows.append(J)
+        return torch.cat(rows, 1) if rows else p.new_zeros(B, 0, P)
+
+    def _jacobian(self, energy: WeightedSum, obs: FaceObservation, base: Tensor, p: Tensor) -> Tensor:
+        """Jacobian (B, M, P) of ``stacked_residuals(energy, obs, self._unpack(p, base))``: landmark rows
+        in closed form (:func:`facerig.face.fit._vertex_jacobian` / ``_stacked_jacobian``: linear shape
+        model, rotation, projection), prior rows diagonal."""
+        from facerig.face.fit import _stacked_jacobian, _vertex_jacobian
+
+        if next(iter(energy.terms)) != "landmarks":
+            raise ValueError("FrameTracker: the landmark term must come first")
+        y = self._unpack(p, base)
+        pix, Jpix = _vertex_jacobian(self.dec, self.pk, p, y, obs.image_size, obs.principal_point, colours=False)
+        J_lm = _stacked_jacobian(self._lm_energy, obs, self.pk, p, pix, Jpix)
+        return torch.cat([J_lm, self._prior_rows(energy, p)], 1)
 
     # ------------------------------------------------------------------ one frame
     def observation(self, landmarks) -> FaceObservation:
@@ -345,22 +432,61 @@ class FrameTracker:
         for r in range(rounds):
             self._update_contour(obs, y)
             n = max(1, iters // rounds) if r < rounds - 1 else max(1, iters - (rounds - 1) * (iters // rounds))
-            obs_b = self._expand(obs, self.P + 1)
-
-            def jac(p, obs_b=obs_b, energy=energy, base=base):
-                # forward differences, all P perturbations in one batched evaluation (float64)
-                q = p.expand(self.P + 1, -1) + self._eye_eps
-                with torch.no_grad():
-                    r = stacked_residuals(energy, obs_b, self._unpack(q, base))
-                return ((r[1:] - r[:1]) / self.fd_eps).T[None]
-
+            jac = functools.partial(self._jacobian, energy, obs, base)
             res = levenberg_marquardt(lambda p: stacked_residuals(energy, obs, self._unpack(p, base)),
                                       self._pack(y).clamp(lo, hi), max_iter=n, damping=1e-3, tol=1e-7,
                                       jacobian=jac, project=lambda p: torch.maximum(torch.minimum(p, hi), lo))
             y = self._unpack(res.x, base).detach()
         with torch.no_grad():
             err = float(self.lm_term.pixel_errors(obs, y).mean())
+        self.last_obs = obs
         return y, err
+
+    def refine_photometric(self, rgb, landmarks, y: Tensor, warm: bool = True) -> Tensor:
+        """A few Levenberg-Marquardt steps of the photometric energy on a small crop after the
+        landmark solve (:meth:`fit_landmarks`, whose observation and temporal terms it reuses).
+
+        Energy: the fitter's LM photometric residual (:class:`facerig.face.fit._PhotoLM`: robust
+        colour differences over the rendered face of :meth:`_photo_decoder` on a ``photo_size``
+        px square crop around the landmarks, closed-form Jacobian) + ``w_landmarks_photo`` x the
+        landmark term + the tracker's priors (expression, sparsity, temporal when ``warm``).
+        Free: weights in [0, 1], pose and (``photo_light``) the SH light; identity and albedo
+        stay the person's. ``rgb`` (H, W, 3) uint8 frame, ``landmarks`` its (468, 2) points,
+        ``y`` (1, D) the landmark solve with its light. Returns (1, D)."""
+        from facerig.face.fit import _Packer
+        from facerig.landmarks import square_crop
+
+        if self.photo_size <= 0 or self.photo_iterations <= 0:
+            return y
+        S = self.photo_size
+        pts = np.asarray(landmarks, np.float64)[:468, :2]
+        crop = square_crop(rgb, pts, size=S, margin=0.05, border="replicate")
+        s = crop.scale
+        obs0 = self.last_obs
+        dt, dev = self.dt, self.dev
+        lm = torch.as_tensor(crop.to_crop(pts), dtype=dt, device=dev)[None]
+        pp = torch.as_tensor(crop.to_crop(np.array([[self.W / 2.0, self.H / 2.0]])), dtype=dt, device=dev)
+        img = torch.as_tensor(crop.image, device=dev).to(dt)[None] / 255.0
+        valid = torch.as_tensor(crop.valid, device=dev)[None, :, :, None]
+        obs = FaceObservation(landmarks=lm, vertex_ids=obs0.vertex_ids, image_size=(S, S), principal_point=pp,
+                              weights=self.weights, contour=self.contour, normals=obs0.normals, image=img, valid=valid)
+        fsl = self.sl["focal"]
+        yc = y.detach().clone()
+        yc[:, fsl] = yc[:, fsl] * s
+        pk = _Packer(yc, self.sizes, self.photo_scales)
+        lm_term = LandmarkTerm(self.photo_dec, sigma=self.lm_term.sigma * s, delta=self.lm_term.delta)
+        e_rest = WeightedSum(landmarks=(self.w_landmarks_photo, lm_term))
+        priors = self.priors_warm if warm else self.priors_cold
+        prob = _TrackPhotoLM(self.photo_dec, obs, pk, e_rest, self.w_photo, eps=self.photo_eps, size=S, erode=1,
+                             priors=priors, prior_rows=self._prior_rows)
+        p = pk.pack(yc)
+        lo, hi = self.photo_lo, self.photo_hi
+        prob.set_support(p)
+        res = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=self.photo_iterations,
+                                  damping=1e-3, tol=1e-7, project=lambda q: torch.maximum(torch.minimum(q, hi), lo))
+        out = pk.unpack(res.x).detach()
+        out[:, fsl] = y[:, fsl]
+        return out
 
     @torch.no_grad()
     def fit_light(self, rgb: np.ndarray | Tensor, y: Tensor, prev_sh: Tensor | None = None,
@@ -412,6 +538,27 @@ class FrameTracker:
         """(468, 2) projected Face Mesh landmarks of a code, frame pixels."""
         with torch.no_grad():
             return self.dec.landmarks2d(y, (self.H, self.W), self.pp, kind="mediapipe468")[0].cpu().numpy()
+
+
+class _TrackPhotoLM(_PhotoLM):
+    """The fitter's photometric LM problem plus the tracker's prior rows (appended after the
+    photometric rows; their Jacobian is diagonal: :meth:`FrameTracker._prior_rows`)."""
+
+    def __init__(self, *args, priors: WeightedSum, prior_rows, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.priors, self.prior_rows = priors, prior_rows
+
+    def residual(self, p: Tensor) -> Tensor:
+        r = super().residual(p)
+        if not self.priors.terms:
+            return r
+        return torch.cat([r, stacked_residuals(self.priors, None, self.pk.unpack(p))], 1)
+
+    def jacobian(self, p: Tensor) -> Tensor:
+        J = super().jacobian(p)
+        if not self.priors.terms:
+            return J
+        return torch.cat([J, self.prior_rows(self.priors, p, skip=(), pk=self.pk)], 1)
 
 
 def rotation_distance(a, b) -> float:

@@ -132,3 +132,73 @@ def test_smooth_tracks_zero_phase():
     np.testing.assert_allclose(out[20], 6.0)
     with pytest.raises(ValueError, match="tracks"):
         smooth_tracks(np.zeros((5, 2)), np.ones(5, bool), 1.0)
+
+
+def test_tracker_jacobian_is_the_finite_difference_one(model):
+    """The tracker's closed-form Jacobian (landmark rows from the fitter's _vertex_jacobian,
+    diagonal prior / sparsity / temporal rows) matches central differences of its residuals."""
+    import torch
+
+    from facerig.face import FaceDecoder, stacked_residuals
+    from facerig.rig import FrameTracker
+
+    dec = FaceDecoder(model, dtype=torch.float64)
+    tr = FrameTracker(dec, (120, 160), 300.0, sigma=2.0, w_sparse=5.0, w_expression=5.0, eye_weight=5.0,
+                      contour_weight=0.1, shape_prior={"jawOpen": 3.0})
+    g = torch.Generator().manual_seed(0)
+    y_true = tr.initial_code([0.1, 0.2, 0.05], [0.5, -0.3, 50.0],
+                             torch.rand(1, model.n_expression, generator=g, dtype=torch.float64) * 0.3)
+    lm = tr.landmarks2d(y_true) + np.random.default_rng(0).normal(0, 0.5, (468, 2))
+    y0 = tr.initial_code([0.05, 0.15, 0.0], [0.0, 0.0, 48.0])
+    y_prev, _ = tr.fit_landmarks(lm, y0, None)  # sets the contour correspondences
+    sl = tr.sl
+    tr.t_exp.mean, tr.t_rot.mean, tr.t_trans.mean = (y0[:, sl[k]] for k in ("expression", "rotation", "translation"))
+    obs = tr.last_obs
+    p = tr._pack(y_prev) + 0.02
+    for energy in (tr.energy_cold, tr.energy_warm):
+        J = tr._jacobian(energy, obs, y_prev, p)[0]
+        f = lambda q: stacked_residuals(energy, obs, tr._unpack(q, y_prev))[0]  # noqa: E731
+        h = 1e-6
+        E = torch.eye(p.shape[1], dtype=torch.float64)
+        J_fd = torch.stack([(f(p + h * E[i:i + 1]) - f(p - h * E[i:i + 1])) / (2 * h) for i in range(p.shape[1])], 1)
+        assert J.shape == J_fd.shape
+        assert float((J - J_fd).abs().max()) < 1e-4 * float(J_fd.abs().max())
+
+
+def test_photometric_step_sees_the_open_jaw(model):
+    """Landmarks that miss an opening jaw (a detector's bias) leave jawOpen low; the photometric
+    step on the rendered frame (the pipeline's priors) moves it toward the jaw the pixels show."""
+    import torch
+
+    from facerig.face import FaceDecoder
+    from facerig.rig import FrameTracker
+    from facerig.rig.track import LANDMARK_SHAPE_PRIOR
+
+    dec = FaceDecoder(model)
+    H = W = 160
+    tr = FrameTracker(dec, (H, W), 330.0, sigma=1.0, w_expression=5.0, w_sparse=5.0, eye_weight=5.0, lip_weight=5.0,
+                      contour_weight=0.1, shape_prior=LANDMARK_SHAPE_PRIOR, photo_size=64, photo_iterations=4,
+                      w_landmarks_photo=0.1)
+    j = list(model.expression_names).index("jawOpen")
+
+    def code(jaw):
+        w = torch.zeros(1, model.n_expression)
+        w[0, j] = jaw
+        return tr.initial_code([0.0, 0.1, 0.0], [0.0, 0.5, 50.0], w)
+
+    with torch.no_grad():
+        img = tr.photo_dec(code(0.6), (H, W), tr.pp, background=torch.full((1, H, W, 3), 0.35)).image
+    rgb = (img[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    lm = tr.landmarks2d(code(0.1))  # the biased detector: the jaw barely open
+    y, _ = tr.fit_landmarks(lm, code(0.1), None)
+    y = tr.fit_light(rgb, y)
+    jaw0 = float(y[0, tr.sl["expression"]][j])
+    y2 = tr.refine_photometric(rgb, lm, y, warm=False)
+    jaw1 = float(y2[0, tr.sl["expression"]][j])
+    assert jaw0 < 0.15 and 0.2 < jaw1 < 0.7, (jaw0, jaw1)
+    others = y2[0, tr.sl["expression"]].clone()
+    others[j] = 0
+    assert float(others.max()) < 0.25  # no other shape takes the motion
+    assert tr.refine_photometric(rgb, lm, y, warm=False).equal(y2)  # deterministic (resume relies on it)
+    tr.photo_size = 0
+    assert tr.refine_photometric(rgb, lm, y).equal(y)  # off: the landmark answer
