@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,70 @@ def test_polished_fista_falls_back_to_classic_loop_on_singular_supports():
     assert np.allclose(res.objective.numpy(), _obj(X, ref, D[:10], 0.1), rtol=1e-6)
     with pytest.raises(ValueError, match="iter_dtype"):
         lasso_solve(Xt, Dt, 0.1, polish=True, iter_dtype="half")
+
+
+@pytest.mark.parametrize("shape", [(30, 20), (50, 20)])          # Gram form and dictionary form
+@pytest.mark.parametrize("restart", [None, "gradient"])
+def test_fused_fista_layers_match_the_core_fista(shape, restart):
+    """The fast path's fused iteration (one addmm + softshrink + lerp) is the core's FISTA."""
+    from facerig.energy.solvers import fista
+    from facerig.sparse.lasso import _fista_layers, _gradient_fn
+    from facerig.sparse.networks import lipschitz_constant
+
+    X, D = _problem(n_atoms=shape[0], n_features=shape[1], n_samples=12, seed=3)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    step, alpha = 1.0 / lipschitz_constant(Dt), 0.2
+    ref = fista(torch.zeros(12, shape[0], dtype=torch.float64), grad=_gradient_fn(Xt, Dt),
+                prox=lambda v, t: soft_threshold(v, alpha * t), step=step, max_iter=25, restart=restart).x
+    Y0 = torch.zeros(12, shape[0], dtype=torch.float64)
+    if shape[0] <= 2 * shape[1]:
+        G = Dt @ Dt.T
+        out = _fista_layers(Y0, 25, alpha * step, step, M=torch.eye(shape[0], dtype=G.dtype) - step * G,
+                            C=step * (Xt @ Dt.T), restart=restart)
+    else:
+        out = _fista_layers(Y0, 25, alpha * step, step, Dw=Dt, Xs=step * Xt, restart=restart)
+    assert torch.allclose(out, ref, atol=1e-12)
+    assert torch.equal(Y0, torch.zeros_like(Y0))                   # the start is not overwritten
+
+
+def test_fast_path_certificate_is_the_final_float64_gap():
+    """The result's gap is the float64 duality gap of the returned codes (recomputed here), and a
+    code that fails it (forced here with a KKT slack of 10 %) is polished again until certified."""
+    import facerig.sparse.lasso as lasso
+
+    X, D = _problem(n_atoms=40, n_features=20, n_samples=64, seed=11)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    old = lasso._KKT_SLACK
+    try:
+        lasso._KKT_SLACK = 0.1                                      # a sloppy pre-check
+        res = lasso_solve(Xt, Dt, 0.2, tol=1e-9, max_iter=20000, polish=True)
+    finally:
+        lasso._KKT_SLACK = old
+    gap, primal, _ = lasso_duality_gap(Xt, res.codes, Dt, 0.2)
+    assert res.converged and bool((gap <= 1e-9 * primal).all())
+    assert torch.allclose(res.gap, gap, atol=1e-12) and torch.allclose(res.objective, primal, rtol=1e-13)
+    assert res.stats["rejected"] > 0
+
+
+def test_parallel_support_solves_match_the_serial_ones(monkeypatch):
+    """With several torch threads the batched support solves run as row chunks in a thread pool;
+    the result is the serial one, bit for bit."""
+    import facerig.sparse.lasso as lasso
+
+    rng = np.random.default_rng(5)
+    D = torch.as_tensor(rng.standard_normal((30, 20)))
+    X = torch.as_tensor(rng.standard_normal((300, 20)))
+    S = torch.as_tensor(rng.random((300, 30)) < 0.25)
+    signs = torch.where(torch.as_tensor(rng.random((300, 30))) < 0.5, -1.0, 1.0).double() * S
+    G, Z = D @ D.T, X @ D.T
+    serial = lasso._solve_on_support(S, signs, Z, G, 0.3)
+    old = torch.get_num_threads()
+    monkeypatch.setattr(lasso, "_PARALLEL_MIN_ROWS", 1)
+    try:
+        torch.set_num_threads(2)
+        parallel = lasso._solve_on_support(S, signs, Z, G, 0.3)
+    finally:
+        torch.set_num_threads(old)
+    assert (os.getpid(), 2) in lasso._POOL                          # the pool did run
+    assert torch.equal(torch.isnan(serial), torch.isnan(parallel))
+    assert torch.equal(torch.nan_to_num(serial), torch.nan_to_num(parallel))
