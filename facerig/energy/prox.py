@@ -52,7 +52,7 @@ def soft_threshold(x: Tensor, thresh: float | Tensor) -> Tensor:
         return x - torch.clamp(x, -thresh, thresh)
     if not thresh >= 0:
         raise ValueError(f"thresh: must be a non-negative number, got {thresh!r}")
-    return x - x.clamp(-thresh, thresh)
+    return torch.nn.functional.softshrink(x, float(thresh))   # one kernel, = x - clamp(x, -t, t)
 
 
 def prox_l1(x: Tensor, step: float | Tensor, weight: float | Tensor = 1.0) -> Tensor:

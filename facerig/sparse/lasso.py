@@ -23,7 +23,7 @@ the objective's distance to the optimum: ``P(y) − P(y*) ≤ gap(y)``.
 FISTA with certified support polishing (``lasso_solve(..., polish=True)``, the default of
 :func:`sparse_encode` and :class:`~facerig.sparse.SparseCoder`): FISTA runs in float32 rounds on
 the samples not yet solved (the core's iteration written as one fused ISTA layer per step,
-:func:`_fista_layers`); after each round the optimality system ``G_SS y_S = (x·Dᵀ)_S − α·sign_S``
+:func:`facerig.energy.fista_l1_quadratic`); after each round the optimality system ``G_SS y_S = (x·Dᵀ)_S − α·sign_S``
 is solved exactly (float64) on each sample's detected support ``S`` (batched Cholesky on
 padded supports, samples sorted by support size), with a few support corrections (atoms whose
 sign flips leave ``S``; atoms with ``|correlation| > α`` join it) decided by a float32 KKT
@@ -35,13 +35,11 @@ way; FISTA only has to find supports.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from facerig.sparse._validation import (
     check_alpha,
@@ -50,6 +48,7 @@ from facerig.sparse._validation import (
     check_samples,
     to_output,
 )
+from facerig.energy.solvers import fista_l1_quadratic
 from facerig.sparse.networks import lipschitz_constant
 
 __all__ = [
@@ -305,47 +304,6 @@ def _polish_on_support(X: torch.Tensor, Y: torch.Tensor, D: torch.Tensor, alpha:
 _KKT_SLACK = 1e-5
 
 
-def _fista_layers(Y: torch.Tensor, n_iter: int, thr: float, step: float, M: torch.Tensor | None = None,
-                  C: torch.Tensor | None = None, Dw: torch.Tensor | None = None, Xs: torch.Tensor | None = None,
-                  restart: str | None = None) -> torch.Tensor:
-    """``n_iter`` FISTA iterations on the Lasso from ``Y`` ``(B, n)`` (momentum starts afresh).
-
-    The same iterations as the energy core's :func:`facerig.energy.solvers.fista` with step
-    ``1/L`` and the L1 prox, written in the ISTA-layer form of LISTA so that one iteration is one
-    matrix product and two fused element-wise kernels: the gradient step
-    ``u = v − step·∇f(v)`` is ``torch.addmm(C, v, M)`` with ``M = I − step·G`` and
-    ``C = step·X·Dᵀ`` (Gram form), or ``v + (Xs − step·v·D)·Dᵀ`` with ``Xs = step·X``
-    (dictionary form, cheaper when ``n_atoms > 2·n_features``), written into preallocated buffers;
-    the prox is ``softshrink(u, thr)`` and the momentum step one ``lerp``. ``restart="gradient"``
-    resets the momentum per sample as the core does.
-    """
-    x = Y.clone()
-    v = x
-    u = torch.empty_like(Y)
-    xn = torch.empty_like(Y)
-    vb = torch.empty_like(Y)
-    R = None if M is not None else torch.empty(Y.shape[0], Dw.shape[1], dtype=Y.dtype, device=Y.device)
-    theta: Any = torch.ones(Y.shape[0], 1, dtype=Y.dtype, device=Y.device) if restart else 1.0
-    for _ in range(n_iter):
-        if M is not None:
-            torch.addmm(C, v, M, out=u)
-        else:
-            torch.addmm(Xs, v, Dw, alpha=-step, out=R)
-            torch.addmm(v, R, Dw.T, out=u)
-        torch._C._nn.softshrink(u, thr, out=xn)
-        if restart:
-            up = ((v - xn) * (xn - x)).sum(dim=1, keepdim=True) > 0
-            theta = torch.where(up, torch.ones_like(theta), theta)
-            tn = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * theta * theta))
-            torch.addcmul(xn, (theta - 1.0) / tn, xn - x, out=vb)
-        else:
-            tn = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * theta * theta))
-            torch.lerp(x, xn, 1.0 + (theta - 1.0) / tn, out=vb)
-        v = vb
-        x, xn, theta = xn, x, tn                        # ping-pong: the old iterate's buffer is reused
-    return x
-
-
 def _polish_candidates(Yw: torch.Tensor, Z: torch.Tensor, Zw: torch.Tensor, G: torch.Tensor,
                        corr_w: Callable[[torch.Tensor], torch.Tensor], alpha: float,
                        corrections: int, slack: float | None = None, S: torch.Tensor | None = None,
@@ -408,7 +366,7 @@ def _lasso_fista_polish(X: torch.Tensor, D: torch.Tensor, alpha: float, Y: torch
                         corrections: int, restart: str | None, stats: dict):
     """FISTA in rounds, each followed by support polishing; one float64 certificate at the end.
 
-    Round r runs :func:`_fista_layers` (step ``1/L``, warm-started, in ``iter_dtype``) on the
+    Round r runs :func:`facerig.energy.fista_l1_quadratic` (step ``1/L``, warm-started, in ``iter_dtype``) on the
     samples not yet polished for ``first_round`` iterations, then 20, 40, 80, ... (momentum
     restarts each round), then :func:`_polish_candidates`; rows whose candidate passes the
     pre-check leave the batch. At the end the duality gap of every code is computed once in
@@ -447,7 +405,7 @@ def _lasso_fista_polish(X: torch.Tensor, D: torch.Tensor, alpha: float, Y: torch
 
         def rows_of(T):                                 # no row gathers while every row runs
             return T if T is None or rounds == 0 else T[active]
-        Ya = _fista_layers(rows_of(Yw), its, thr, step, M=M, C=rows_of(C), Dw=Dw, Xs=rows_of(Xs), restart=restart)
+        Ya = fista_l1_quadratic(rows_of(Yw), its, thr, step, M=M, C=rows_of(C), D=Dw, Xs=rows_of(Xs), restart=restart)
         iters += its
         if rounds == 0:
             Yw = Ya

@@ -182,9 +182,10 @@ def test_polished_fista_falls_back_to_classic_loop_on_singular_supports():
 @pytest.mark.parametrize("shape", [(30, 20), (50, 20)])          # Gram form and dictionary form
 @pytest.mark.parametrize("restart", [None, "gradient"])
 def test_fused_fista_layers_match_the_core_fista(shape, restart):
-    """The fast path's fused iteration (one addmm + softshrink + lerp) is the core's FISTA."""
-    from facerig.energy.solvers import fista
-    from facerig.sparse.lasso import _fista_layers, _gradient_fn
+    """The fast path's fused iteration (facerig.energy.fista_l1_quadratic: one addmm + softshrink
+    + lerp) is the core's general FISTA."""
+    from facerig.energy.solvers import fista, fista_l1_quadratic
+    from facerig.sparse.lasso import _gradient_fn
     from facerig.sparse.networks import lipschitz_constant
 
     X, D = _problem(n_atoms=shape[0], n_features=shape[1], n_samples=12, seed=3)
@@ -195,12 +196,14 @@ def test_fused_fista_layers_match_the_core_fista(shape, restart):
     Y0 = torch.zeros(12, shape[0], dtype=torch.float64)
     if shape[0] <= 2 * shape[1]:
         G = Dt @ Dt.T
-        out = _fista_layers(Y0, 25, alpha * step, step, M=torch.eye(shape[0], dtype=G.dtype) - step * G,
+        out = fista_l1_quadratic(Y0, 25, alpha * step, step, M=torch.eye(shape[0], dtype=G.dtype) - step * G,
                             C=step * (Xt @ Dt.T), restart=restart)
     else:
-        out = _fista_layers(Y0, 25, alpha * step, step, Dw=Dt, Xs=step * Xt, restart=restart)
+        out = fista_l1_quadratic(Y0, 25, alpha * step, step, D=Dt, Xs=step * Xt, restart=restart)
     assert torch.allclose(out, ref, atol=1e-12)
     assert torch.equal(Y0, torch.zeros_like(Y0))                   # the start is not overwritten
+    with pytest.raises(ValueError, match="either M and C"):
+        fista_l1_quadratic(Y0, 5, 0.1, step, M=torch.eye(shape[0], dtype=torch.float64))
 
 
 def test_fast_path_certificate_is_the_final_float64_gap():
