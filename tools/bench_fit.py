@@ -32,7 +32,18 @@ correspondence, so it is recomputed here: rigid alignment of the default mean fa
 neutral (landmarks, then closest-point ICP), then the closest ICT surface point (triangle +
 barycentric coordinates) of every default vertex.
 
-Run:  .venv/bin/python tools/bench_fit.py [--n 200] [--quick] [--threads 1] [--no-ict]
+Self-fit render (``--gt-subdivide``, ``--gt-smooth``): the self-fit ground truth can be rendered
+from a subdivided version of the model's mesh. ``--gt-subdivide K`` (midpoint, K levels): the
+same piecewise-linear surface with its per-vertex shading sampled 4^K times more densely (closer
+to per-pixel shading; the coarse 468-vertex Gouraud look is a render artefact, not a property of
+the face); ``--gt-smooth K``: curved Phong-tessellation subdivision (:func:`facerig.face.synthetic.smooth_subdivide`).
+The error is always measured at the model's own 468 vertices (both subdivisions keep them).
+
+Times: wall-clock per fit and the process CPU time (the fair number on a shared machine; one
+torch thread).
+
+Run:  .venv/bin/python tools/bench_fit.py [--n 200] [--quick] [--threads 1] [--no-ict] [--no-self]
+      [--gt-subdivide K] [--set FIELD=VALUE ...]   (any FitOptions field, e.g. --set w_identity_lm=6)
 """
 
 from __future__ import annotations
@@ -56,6 +67,8 @@ from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyam
 REPO = Path(__file__).resolve().parents[1]
 ICT_DIR = REPO.parent / "shared" / "data" / "ict-facekit"
 SIZE = 256
+GT_SUBDIVIDE = 0  # self-fit ground truth: midpoint-subdivision levels of the rendered model
+GT_SMOOTH = 0  # self-fit ground truth: curved subdivision levels of the render (FaceRenderer(smooth=...))
 FOCAL = 2.5 * SIZE
 
 
@@ -117,7 +130,7 @@ def make_sample(rng, gen: SyntheticFaces, ict: IctTruth | None):
     gt iBUG-68 px or None, yaw, pitch, gt MediaPipe-468 px or None)."""
     if ict is None:
         s = gen.sample(rng)
-        return s.image, s.vertices, s.landmarks68, s.yaw, s.pitch, s.landmarks468
+        return s.image, s.vertices[:468], s.landmarks68, s.yaw, s.pitch, s.landmarks468
     m = gen.dec.model
     code, yaw, pitch, _ = gen.random_code(rng)
     bg = torch.from_numpy(random_crop(rng, gen.photos, SIZE).astype(np.float32) / 255.0)[None]
@@ -131,26 +144,30 @@ def make_sample(rng, gen: SyntheticFaces, ict: IctTruth | None):
     return img, ict.points468(verts[0].double().numpy()), None, yaw, pitch, None
 
 
-def run(n, seed, ict_model, opts, label, save_examples=None):
+def run(n, seed, ict_model, opts, label, save_examples=None, gt_smooth=0, gt_subdivide=0):
     from facerig.landmarks import detect_landmarks
     dec = FaceDecoder("default")
-    gen = SyntheticFaces(dec, size=SIZE, focal=FOCAL)
+    if ict_model or not gt_subdivide:
+        gen = SyntheticFaces(dec, size=SIZE, focal=FOCAL, smooth=0 if ict_model else gt_smooth)
+    else:  # the same surface, shaded on a midpoint-subdivided mesh (its first 468 vertices are the model's)
+        gen = SyntheticFaces(FaceDecoder(dec.model.subdivide(gt_subdivide)), size=SIZE, focal=FOCAL, smooth=gt_smooth)
     rng = np.random.default_rng(seed)
     ict = IctTruth(dec, ICT_DIR) if ict_model else None
     if ict is not None:
         print(f"  [ICT correspondence: closest-point ICP residual {ict.icp_residual_mm:.3f} mm (mean over 468 vertices)]")
     rows = {"mean face (fitted pose)": [], "landmarks only": [], "photometric": []}
     keys = {"mean face (fitted pose)": "pose", "landmarks only": "landmarks", "photometric": "photometric"}
-    lm_gt, lm_det, times, fit_times, missed, yaws = [], [], [], [], 0, []
+    lm_gt, lm_det, times, cpu_times, fit_times, missed, yaws = [], [], [], [], [], 0, []
     for i in range(n):
         img, gt, gt_lm, yaw, pitch, gt468 = make_sample(rng, gen, ict)
         faces = detect_landmarks(img, max_faces=1, refine=False)
         if not faces:
             missed += 1
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fit = fit_image(img, dec, landmarks=faces[0], options=opts, focal=FOCAL, keep_stages=True)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         fit_times.append(fit.timings["pose"] + fit.timings["shape"] + fit.timings["photometric"])
         for name, k in keys.items():
             e = aligned_error(fit.stages[k].double().numpy(), gt)
@@ -183,7 +200,7 @@ def run(n, seed, ict_model, opts, label, save_examples=None):
         print(f"  landmark error, fitted iBUG-68 vs ground truth: mean {np.mean(lm_gt):.2f} px, median {np.median(lm_gt):.2f} px")
     print(f"  landmark error, fitted iBUG-68 vs detections:   mean {np.mean(lm_det):.2f} px, median {np.median(lm_det):.2f} px")
     print(f"  time per image: fit {np.mean(fit_times):.3f} s (median {np.median(fit_times):.3f}), "
-          f"with crop/outputs {np.mean(times):.3f} s; detection excluded")
+          f"with crop/outputs {np.mean(times):.3f} s; process CPU time {np.mean(cpu_times):.3f} s; detection excluded")
     if k:
         ph = np.asarray([r[0] for r in rows["photometric"]])
         lo = np.asarray([r[0] for r in rows["landmarks only"]])
@@ -203,6 +220,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared 2-core machine)")
     ap.add_argument("--no-ict", action="store_true", help="skip the cross-model (ICT-FaceKit ground truth) run")
+    ap.add_argument("--no-self", action="store_true", help="skip the self-fit run")
+    ap.add_argument("--scheme", choices=("midpoint", "butterfly"), default=None,
+                    help="subdivision scheme of the photometric render mesh (default: FitOptions)")
     ap.add_argument("--iterations", type=int, default=None,
                     help="photometric LM iterations in total (default: FitOptions.photo_schedule, 9)")
     ap.add_argument("--solver", choices=("lm", "adam"), default=None,
@@ -211,8 +231,19 @@ def main(argv=None):
     ap.add_argument("--photo-eps", type=float, default=None, help="Charbonnier eps of the photometric term (default: FitOptions)")
     ap.add_argument("--subdivide", type=int, default=None,
                     help="midpoint subdivision levels of the photometric render mesh (default: FitOptions)")
+    ap.add_argument("--subdivide-from", type=int, default=None,
+                    help="render size (px) from which the photometric rounds use the subdivided mesh (default: FitOptions)")
+    ap.add_argument("--gt-smooth", type=int, default=GT_SMOOTH,
+                    help=f"self-fit run: curved subdivision levels of the ground-truth render (default {GT_SMOOTH}; "
+                         "0 = the coarse 468-vertex mesh as rendered before)")
+    ap.add_argument("--gt-subdivide", type=int, default=GT_SUBDIVIDE,
+                    help=f"self-fit run: midpoint-subdivision levels of the ground-truth render (default {GT_SUBDIVIDE}: "
+                         "the same surface with its shading sampled more densely; 0 = the coarse mesh as before)")
     ap.add_argument("--erode", type=int, default=None,
                     help="photometric term: pixels left out next to the rendered silhouette (default: FitOptions)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override any FitOptions field (Python literal), e.g. --set w_identity_lm=5 "
+                         "--set \"photo_exclude=('mouth_opening',)\" (repeatable)")
     ap.add_argument("--examples", default=None, help="folder for a few input/overlay example images")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -220,7 +251,17 @@ def main(argv=None):
     # options given on the command line override FitOptions' defaults (the library's)
     given = {field: getattr(args, arg) for arg, field in (
         ("iterations", "photo_iterations"), ("sigma", "sigma"), ("solver", "photo_solver"),
-        ("photo_eps", "photo_eps"), ("erode", "photo_erode"), ("subdivide", "photo_subdivide"))}
+        ("photo_eps", "photo_eps"), ("erode", "photo_erode"), ("subdivide", "photo_subdivide"),
+        ("subdivide_from", "photo_subdivide_min_size"), ("scheme", "photo_subdivide_scheme"))}
+    import ast
+    for item in args.set:
+        key, _, val = item.partition("=")
+        if key not in FitOptions.__dataclass_fields__:
+            ap.error(f"--set {item}: {key!r} is not a FitOptions field")
+        try:
+            given[key] = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            given[key] = val
     opts = FitOptions(**{k: v for k, v in given.items() if v is not None})
     ex = None
     if args.examples:
@@ -230,8 +271,12 @@ def main(argv=None):
           f"photometric solver {opts.photo_solver} " + (f"rounds (size px, iterations, landmark weight) {opts.photo_rounds()}"
           if opts.photo_solver == "lm" else f"{opts.adam_iterations} iterations")
           + f", crop {opts.crop_size} px, landmark sigma {opts.sigma} px, photometric eps {opts.photo_eps}, "
-          f"render subdivision {opts.photo_subdivide} (from {opts.photo_subdivide_min_size} px), silhouette erosion {opts.photo_erode} px")
-    run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex)
+          f"photometric exclusions {opts.photo_exclude}, prior weights (LM) id {opts.w_identity_lm} exp {opts.w_expression_lm} "
+          f"alb {opts.w_albedo}, render subdivision {opts.photo_subdivide} {opts.photo_subdivide_scheme} (from {opts.photo_subdivide_min_size} px), silhouette erosion {opts.photo_erode} px")
+    if not args.no_self:
+        print(f"self-fit ground truth rendered with {args.gt_subdivide} level(s) of midpoint subdivision and "
+              f"{args.gt_smooth} of curved subdivision (FaceRenderer smooth)")
+        run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex, args.gt_smooth, args.gt_subdivide)
     if not args.no_ict:
         if (ICT_DIR / "ict_face_area_morphs.npz").exists():
             run(n, args.seed + 1, True, opts, "cross-model (ICT-FaceKit generates, default model fits)", ex)

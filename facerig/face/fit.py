@@ -91,6 +91,10 @@ class FitOptions:
             rounds render (:meth:`facerig.model.FaceModel.subdivide`: the same surface and code,
             per-vertex shading sampled 4x more densely per level; slower), applied in the rounds
             whose render size is >= ``photo_subdivide_min_size`` px.
+        photo_exclude: face groups of the model (:attr:`FaceModel.face_groups`, e.g. "mouth_opening")
+            whose pixels the LM photometric term leaves out (groups the model lacks are ignored).
+        photo_subdivide_scheme: "midpoint" (the piecewise-linear surface) or "butterfly" (a smooth
+            surface through the same vertices, still linear in the code; :func:`_butterfly_model`).
         photo_erode: leave out of the LM photometric term the pixels within this many pixels of
             the rendered silhouette (partly background in the photo).
         photo_lr: Adam learning rate (whitened coefficients); photo_shape_lr: its factor for
@@ -137,6 +141,8 @@ class FitOptions:
     photo_subdivide_min_size: int = 0
     photo_eps: float = 0.005
     photo_erode: int = 1
+    photo_subdivide_scheme: str = "midpoint"
+    photo_exclude: tuple = ()
 
     def __post_init__(self):
         if self.landmarks not in ("dense", "sparse"):
@@ -161,6 +167,13 @@ class FitOptions:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        if isinstance(self.photo_exclude, str) or not all(isinstance(g, str) for g in self.photo_exclude):
+            raise ValueError(f"photo_exclude: expected a tuple of face-group names, e.g. ('mouth_opening',), "
+                             f"got {self.photo_exclude!r}")
+        self.photo_exclude = tuple(self.photo_exclude)
+        if self.photo_subdivide_scheme not in ("midpoint", "butterfly"):
+            raise ValueError("photo_subdivide_scheme: expected 'midpoint' or 'butterfly', got "
+                             f"{self.photo_subdivide_scheme!r}")
         if not float(self.photo_eps) > 0:
             raise ValueError(f"photo_eps: expected a positive colour difference (e.g. 0.01), got {self.photo_eps!r}")
 
@@ -728,7 +741,7 @@ class _PhotoLM:
     """
 
     def __init__(self, dec: FaceDecoder, obs: FaceObservation, pk: "_Packer", e_rest, w_photo: float, eps: float,
-                 size: int, pad: int = 2, erode: int = 0):
+                 size: int, pad: int = 2, erode: int = 0, exclude_faces: Tensor | None = None):
         from facerig.energy.terms import WeightedSum  # noqa: F401 (type only)
 
         self.dec, self.obs, self.pk, self.e_rest = dec, obs, pk, e_rest
@@ -747,6 +760,8 @@ class _PhotoLM:
         self.pp = obs.principal_point * self.scale
         self.pad = int(pad)
         self.erode = int(erode)
+        # optional (F,) bool: pixels whose visible triangle is one of these are left out (e.g. the mouth opening)
+        self.exclude = None if exclude_faces is None else torch.as_tensor(exclude_faces, dtype=torch.bool)
         self.sel = None
 
     # --------------------------------------------------------------- helpers
@@ -783,6 +798,10 @@ class _PhotoLM:
             inner = -torch.nn.functional.max_pool2d(-out.alpha.permute(0, 3, 1, 2), k, stride=1, padding=self.erode)
             m = m * inner.permute(0, 2, 3, 1)
         m = m.reshape(B, -1) * self.valid
+        if self.exclude is not None:
+            p2f = out.fragments.pix_to_face.reshape(B, -1)
+            ex = self.exclude.to(p2f.device)[p2f.clamp(min=0)] & (p2f >= 0)
+            m = m * (~ex).to(m.dtype)
         area = m.sum(1).clamp(min=1.0)
         idx = self.sel
         ms = torch.gather(m, 1, idx) * self.flag
@@ -995,17 +1014,102 @@ def fit_observations(dec: FaceDecoder, landmarks: Tensor, image_size, principal_
     return y, obs, energies, timings, stages
 
 
-def _subdivided(dec: FaceDecoder, levels: int) -> FaceDecoder:
-    """A decoder on ``dec.model.subdivide(levels)`` (midpoint subdivision: same code layout, same
-    landmark vertex indices, same piecewise-linear surface; per-vertex shading is sampled 4x
-    more densely per level), cached on ``dec``."""
+def _subdivided(dec: FaceDecoder, levels: int, scheme: str = "midpoint") -> FaceDecoder:
+    """A decoder on the model subdivided ``levels`` times, cached on ``dec``; same code layout and
+    landmark vertex indices (the original vertices come first and keep their positions).
+
+    ``scheme="midpoint"``: ``dec.model.subdivide(levels)`` (same piecewise-linear surface; per-vertex
+    shading sampled 4x more densely per level). ``"butterfly"``: :func:`_butterfly_model`, a smooth
+    interpolating surface that is still a linear shape model (closed-form Jacobians unchanged).
+    """
     if levels <= 0:
         return dec
+    if scheme not in ("midpoint", "butterfly"):
+        raise ValueError(f"scheme: expected 'midpoint' or 'butterfly', got {scheme!r}")
     cache = dec.__dict__.setdefault("_subdivided_cache", {})
-    key = (levels, dec.model.dtype, str(dec.model.device))
+    key = (levels, dec.model.dtype, str(dec.model.device)) + ((scheme,) if scheme != "midpoint" else ())
     if key not in cache:
-        cache[key] = FaceDecoder(dec.model.subdivide(levels), landmark_kind=dec.landmark_kind)
+        m = dec.model
+        for _ in range(levels):
+            m = m.subdivide(1) if scheme == "midpoint" else _butterfly_model(m)
+        cache[key] = FaceDecoder(m, landmark_kind=dec.landmark_kind)
     return cache[key]
+
+
+def _excluded_faces(dec: FaceDecoder, opts: FitOptions) -> Tensor | None:
+    """(F,) bool: the render mesh's faces left out of the LM photometric term (``photo_exclude``
+    face groups of the model, e.g. "mouth_opening"), or None."""
+    groups = [dec.model.face_groups[g] for g in opts.photo_exclude if g in dec.model.face_groups]
+    if not groups:
+        return None
+    out = torch.zeros(dec.model.n_faces, dtype=torch.bool, device=dec.model.faces.device)
+    for g in groups:
+        g = g.to(out.device)
+        if g.dtype == torch.bool:
+            out |= g
+        else:
+            out[g] = True
+    return out
+
+
+def _butterfly_stencil(faces: Tensor, n_vertices: int):
+    """The butterfly scheme's correction of the midpoints of :meth:`FaceModel.subdivide`'s new
+    vertices (one per edge, its order): ``(idx (E, 6) int64, w (E, 6))`` such that the new vertex of
+    edge (a, b) is ``(x_a + x_b) / 2 + sum_j w[e, j] x[idx[e, j]]``; weights 1/8 for the two opposite
+    vertices c, d and -1/16 for the four wing vertices (Dyn, Levin & Gregory 1990, tension 1/16).
+    Edges whose stencil is incomplete (mesh boundary and next to it) keep the midpoint (w = 0)."""
+    from facerig.model import FaceModel
+
+    F = faces.cpu().numpy()
+    edges, _ = FaceModel._midpoint_topology(faces.cpu(), n_vertices)
+    opp: dict = {}  # directed edge (a, b) of a face -> its third vertex
+    for a, b, c in F.tolist():
+        opp[(a, b)], opp[(b, c)], opp[(c, a)] = c, a, b
+
+    def third(u, v):  # the vertex opposite edge (u, v) on the face across from the face containing (u, v)
+        return opp.get((v, u))
+
+    idx = np.zeros((edges.shape[0], 6), dtype=np.int64)
+    w = np.zeros((edges.shape[0], 6))
+    for e, (a, b) in enumerate(edges.tolist()):
+        c, d = opp.get((a, b)), opp.get((b, a))
+        if c is None or d is None:
+            continue
+        wings = [third(b, c), third(c, a), third(a, d), third(d, b)]
+        if any(x is None for x in wings):
+            continue
+        idx[e] = [c, d] + wings
+        w[e] = [0.125, 0.125, -0.0625, -0.0625, -0.0625, -0.0625]
+    return torch.from_numpy(idx), torch.from_numpy(w)
+
+
+def _butterfly_model(m: FaceModel) -> FaceModel:
+    """One level of butterfly subdivision of a face model: the topology, albedo, masks, UVs and
+    landmark maps of ``m.subdivide(1)``; the geometry (mean and the identity / expression bases)
+    of each new vertex gets the butterfly correction (:func:`_butterfly_stencil`), so the surface
+    is smooth, passes through the original vertices and stays linear in the code."""
+    if m.lbs is not None:
+        raise ValueError("butterfly subdivision: skinned models (lbs) are not supported; use scheme='midpoint'")
+    sub = m.subdivide(1)
+    V = m.n_vertices
+    idx, w = _butterfly_stencil(m.faces, V)
+    idx, w = idx.to(m.device), w.to(m.device, m.dtype)
+
+    def geo(x, axis=0):  # (.., V', 3) with the vertex axis ``axis``: correct the new vertices
+        if x is None:
+            return None
+        x = x.movedim(axis, 0).clone()
+        base = x[:V]
+        x[V:] = x[V:] + (base[idx] * w.reshape(w.shape + (1,) * (base.ndim - 1))).sum(1)
+        return x.movedim(0, axis)
+
+    return FaceModel(
+        mean=geo(sub.mean), faces=sub.faces, identity_basis=geo(sub.identity_basis, 1), identity_std=sub.identity_std,
+        expression_basis=geo(sub.expression_basis, 1), expression_std=sub.expression_std,
+        expression_names=sub.expression_names, albedo_mean=sub.albedo_mean, albedo_basis=sub.albedo_basis,
+        albedo_std=sub.albedo_std, uvs=sub.uvs, uv_faces=sub.uv_faces, landmark_maps=sub.landmark_maps,
+        masks=sub.masks, face_groups=sub.face_groups, lbs=None, name=sub.name, unit=sub.unit, license=sub.license,
+        source=sub.source)
 
 
 def photometric_refine(dec: FaceDecoder, obs: FaceObservation, y: Tensor, options: FitOptions | None = None,
@@ -1034,12 +1138,13 @@ def photometric_refine(dec: FaceDecoder, obs: FaceObservation, y: Tensor, option
     for size, iters, w_lm in (opts.photo_rounds() if rounds is None else rounds):
         if int(iters) <= 0:
             continue
-        dec_r = _subdivided(dec, int(opts.photo_subdivide) if size >= opts.photo_subdivide_min_size else 0)
+        dec_r = _subdivided(dec, int(opts.photo_subdivide) if size >= opts.photo_subdivide_min_size else 0,
+                            opts.photo_subdivide_scheme)
         e_rest = face_energy(dec_r, landmarks=float(w_lm), photometric=0, identity=opts.w_identity_lm,
                              expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma,
                              delta=opts.delta)
         prob = _PhotoLM(dec_r, obs, pk, e_rest, opts.w_photometric, eps=opts.photo_eps, size=int(size),
-                        erode=opts.photo_erode)
+                        erode=opts.photo_erode, exclude_faces=_excluded_faces(dec_r, opts))
         prob.set_support(p)
         p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(iters),
                                 damping=opts.photo_damping, tol=1e-6).x

@@ -252,8 +252,8 @@ def test_vertex_and_landmark_jacobians_match_autograd(decoder64):
     assert torch.allclose(Jr, Jr_ref, atol=1e-7 * float(Jr_ref.abs().max()))
 
 
-@pytest.mark.parametrize("subdivide,erode", [(0, 0), (1, 1)])
-def test_photometric_lm_jacobian_matches_finite_differences(subdivide, erode):
+@pytest.mark.parametrize("subdivide,erode,scheme", [(0, 0, "midpoint"), (1, 1, "midpoint"), (1, 0, "butterfly")])
+def test_photometric_lm_jacobian_matches_finite_differences(subdivide, erode, scheme):
     """Photometric rows (perspective-correct barycentrics, frozen visibility, Charbonnier root, clamp)
     against central differences of the rendered residuals, also on a subdivided render mesh with the
     silhouette eroded. The skin mask is made uniform: the fitter (like PhotometricTerm) treats the
@@ -264,7 +264,7 @@ def test_photometric_lm_jacobian_matches_finite_differences(subdivide, erode):
     dec = FaceDecoder("default", dtype=torch.float64)
     dec.skin_weight = torch.ones_like(dec.skin_weight)
     pk, p, obs = _random_problem(dec, B=1, seed=1)
-    dec = F._subdivided(dec, subdivide)
+    dec = F._subdivided(dec, subdivide, scheme)
     assert dec.model.n_vertices == (468 if subdivide == 0 else 468 + 1365) and dec.sizes == F.FaceDecoder("default").sizes
     dec.skin_weight = torch.ones_like(dec.skin_weight)
     e_rest = face_energy(dec, landmarks=0.3, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
@@ -302,6 +302,45 @@ def test_photo_rounds_and_option_checks():
         FitOptions(photo_erode=-1)
     with pytest.raises(ValueError, match="photo_subdivide"):
         FitOptions(photo_subdivide=1.5)
+    with pytest.raises(ValueError, match="photo_subdivide_scheme"):
+        FitOptions(photo_subdivide_scheme="loop")
+
+
+def test_butterfly_subdivision_interpolates_and_is_linear_in_the_code():
+    """The butterfly model keeps the original vertices (same code -> same coarse vertices), its new
+    vertices move with a translation of the mesh (stencil weights sum to 0), it is linear in the code (the
+    closed-form Jacobians rely on that), and it rounds the surface: on a sphere-like patch the new
+    vertices lie closer to the sphere than the midpoints."""
+    from facerig.face import FaceDecoder
+    from facerig.face import fit as F
+
+    dec = FaceDecoder("default", dtype=torch.float64)
+    bf = F._subdivided(dec, 1, "butterfly")
+    mid = F._subdivided(dec, 1)
+    assert bf is F._subdivided(dec, 1, "butterfly") and bf is not mid
+    g = torch.Generator().manual_seed(0)
+    code = dec.zero_code(2, image_size=160)
+    code.identity = torch.randn(2, dec.sizes["identity"], generator=g, dtype=torch.float64) * dec.model.identity_std
+    code.expression = torch.rand(2, dec.sizes["expression"], generator=g, dtype=torch.float64) * 0.3
+    vb, vm, v0 = bf.vertices(code), mid.vertices(code), dec.vertices(code)
+    assert torch.allclose(vb[:, :468], v0) and torch.allclose(vm[:, :468], v0)
+    assert float((vb - vm).norm(dim=-1).max()) > 0.05  # cm: the surface really changes
+    # linearity in the code: shape(a + b) - mean = (shape(a) - mean) + (shape(b) - mean)
+    m = bf.model
+    a, b = code.identity[:1], code.identity[1:]
+    z = torch.zeros_like(code.expression[:1])
+    lhs = m.shape(a + b, z) - m.mean
+    assert torch.allclose(lhs, (m.shape(a, z) - m.mean) + (m.shape(b, z) - m.mean), atol=1e-9)
+    # stencil: linear precision and rounding on a unit sphere through the mesh's vertices
+    idx, w = F._butterfly_stencil(dec.model.faces, 468)
+    assert torch.allclose(w.sum(1), torch.zeros(len(w), dtype=w.dtype))  # translation-invariant
+    assert float((w.abs().sum(1) > 0).double().mean()) > 0.85  # complete stencils away from the rim
+    sph = torch.nn.functional.normalize(dec.model.mean - dec.model.mean.mean(0), dim=1)
+    sphere = dec.model.__class__(mean=sph, faces=dec.model.faces)
+    full = w.abs().sum(1) > 0
+    r_bf = F._butterfly_model(sphere).mean[468:][full].norm(dim=1)
+    r_mid = sphere.subdivide(1).mean[468:][full].norm(dim=1)
+    assert float((1 - r_bf).abs().mean()) < 0.5 * float((1 - r_mid).abs().mean())
 
 
 def test_photometric_stage_corrects_noisy_landmarks(decoder):
@@ -326,3 +365,35 @@ def test_photometric_stage_corrects_noisy_landmarks(decoder):
     assert err(fit.stages["photometric"]) < 0.8 * err(fit.stages["landmarks"])
     lm_only = fit_image(img, dec, landmarks=noisy, focal=FOCAL, iterations=0)
     assert fit.energies["photometric"] < 0.7 * lm_only.energies["photometric"]
+
+
+def test_photometric_exclude_drops_exactly_the_group_pixels():
+    """``photo_exclude=("mouth_opening",)``: the LM photometric mask is zero exactly on the pixels whose
+    visible triangle belongs to the group (here also after midpoint subdivision, whose face groups
+    repeat 4x) and unchanged elsewhere; unknown groups are ignored; a bad value is a ValueError."""
+    from facerig.face import FaceDecoder, face_energy
+    from facerig.face import fit as F
+
+    base = FaceDecoder("default", dtype=torch.float64)
+    pk, p, obs = _random_problem(base, B=1, seed=2)
+    for levels in (0, 1):
+        dec = F._subdivided(base, levels)
+        ex = F._excluded_faces(dec, FitOptions(photo_exclude=("mouth_opening", "no_such_group")))
+        grp = dec.model.face_groups["mouth_opening"]
+        assert ex is not None and ex.shape == (dec.model.n_faces,) and int(ex.sum()) == int(grp.sum() if grp.dtype == torch.bool else len(grp))
+        assert F._excluded_faces(dec, FitOptions()) is None
+        e_rest = face_energy(dec, landmarks=0.0, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
+        plain = F._PhotoLM(dec, obs, pk, e_rest, 1.0, 0.01, 160)
+        masked = F._PhotoLM(dec, obs, pk, e_rest, 1.0, 0.01, 160, exclude_faces=ex)
+        with torch.no_grad():
+            out = plain._render(p)
+        plain.sel = masked.sel = torch.arange(160 * 160)[None]
+        plain.flag = masked.flag = torch.ones(1, 160 * 160, dtype=torch.float64)
+        m0, _, _ = plain._photo_parts(out)
+        m1, _, _ = masked._photo_parts(out)
+        p2f = out.fragments.pix_to_face.reshape(1, -1)
+        in_group = (p2f >= 0) & ex[p2f.clamp(min=0)]
+        assert int(in_group.sum()) > 0 and bool((m0[in_group] > 0).any())  # the mouth is visible and was in the term
+        assert bool((m1[in_group] == 0).all()) and torch.equal(m1[~in_group], m0[~in_group])
+    with pytest.raises(ValueError, match="photo_exclude"):
+        FitOptions(photo_exclude="mouth_opening")

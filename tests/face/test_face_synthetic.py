@@ -123,3 +123,38 @@ def test_styled_closed_eye_shows_skin_and_open_mouth_is_dark(styled):
     xs, ys = pix_j[mouth, 0], pix_j[mouth, 1]
     box = img_j[int(ys.min()) + 1:int(ys.max()), int(xs.min()) + 2:int(xs.max()) - 1]
     assert box.min(-1).max() < 0.7
+
+
+def test_smooth_subdivide_interpolates_and_rounds_a_sphere():
+    """Phong-tessellation subdivision keeps the original vertices, quadruples the faces per level,
+    averages per-vertex colours on edges, and on an icosahedron (vertex normals = radial, exactly)
+    moves the new vertices toward the circumscribed sphere: every new vertex is at the radius of the
+    closed form ``(1 - alpha) m + alpha (pi_a(m) + pi_b(m)) / 2`` with ``pi_i(m) = m - ((m - x_i).n_i) n_i``,
+    alpha = 3/4, well outside the edge midpoints' radius 0.85."""
+    from facerig.face.synthetic import FaceRenderer, smooth_subdivide
+
+    t = (1 + 5 ** 0.5) / 2
+    V = torch.tensor([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
+                      [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], dtype=torch.float64)
+    V = V / V.norm(dim=1, keepdim=True)
+    F = torch.tensor([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+                      [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+                      [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    col = torch.rand(1, 12, 3, dtype=torch.float64)
+    v1, c1, f1 = smooth_subdivide(V[None], F, col, 1)
+    assert v1.shape == (1, 12 + 30, 3) and f1.shape == (80, 3) and torch.equal(v1[0, :12], V)
+    r_mid = float(((V[0] + V[11]) / 2).norm())
+    # analytic: normals are radial (n_i = x_i); the projections pull m out by alpha * (1 - m.x_i) along x_i, averaged
+    a, b = V[0], V[11]
+    m = (a + b) / 2
+    pa, pb = m - ((m - a) @ a) * a, m - ((m - b) @ b) * b
+    expect = float((0.25 * m + 0.75 * 0.5 * (pa + pb)).norm())
+    r_new = v1[0, 12:].norm(dim=1)
+    assert torch.allclose(r_new, torch.full_like(r_new, expect), atol=1e-12) and expect > r_mid + 0.05
+    assert c1.shape == (1, 42, 3) and torch.equal(c1[0, :12], col[0])
+    # colours of new vertices are edge averages: each lies between the min and max of the parents
+    assert bool((c1[0, 12:] <= col[0].max(0).values + 1e-12).all())
+    v2, _, f2 = smooth_subdivide(V[None], F, None, 2)
+    assert f2.shape == (320, 3) and float(v2[0].norm(dim=1).min()) > r_mid
+    with pytest.raises(ValueError, match="smooth"):
+        FaceRenderer(F, 12, smooth=-1)
