@@ -38,12 +38,15 @@ same piecewise-linear surface with its per-vertex shading sampled 4^K times more
 to per-pixel shading; the coarse 468-vertex Gouraud look is a render artefact, not a property of
 the face); ``--gt-smooth K``: curved Phong-tessellation subdivision (:func:`facerig.face.synthetic.smooth_subdivide`).
 The error is always measured at the model's own 468 vertices (both subdivisions keep them).
+``--gt-shading pixel``: the self-fit ground truth shaded per pixel (normals interpolated, SH light per
+pixel) instead of per vertex; pair it with ``--set photo_shading=pixel`` (the fitter's per-pixel
+shading) for a matched self-fit. The ICT ground truth is always drawn per vertex on its dense mesh.
 
 Times: wall-clock per fit and the process CPU time (the fair number on a shared machine; one
 torch thread).
 
 Run:  .venv/bin/python tools/bench_fit.py [--n 200] [--quick] [--threads 1] [--no-ict] [--no-self]
-      [--gt-subdivide K] [--set FIELD=VALUE ...]   (any FitOptions field, e.g. --set w_identity_lm=6)
+      [--gt-subdivide K] [--gt-shading pixel] [--set FIELD=VALUE ...]   (any FitOptions field, e.g. --set w_identity_lm=6)
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def aligned_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 class IctTruth:
     """ICT-FaceKit faces and the 468 ICT surface points that correspond to the default model's vertices."""
 
-    def __init__(self, dec: FaceDecoder, folder: Path):
+    def __init__(self, dec: FaceDecoder, folder: Path, albedo: str = "nearest"):
         from facerig.model.loaders import _orient_outward, _triangulate, read_obj
         z = np.load(folder / "ict_face_area_morphs.npz")
         self.neutral = z["neutral"].astype(np.float64)
@@ -111,6 +114,12 @@ class IctTruth:
         # albedo transfer: nearest default vertex of every ICT vertex (in the ICT frame)
         from scipy.spatial import cKDTree
         _, self.nearest = cKDTree(mean @ R.T + t).query(self.neutral)
+        self.albedo_mode = albedo
+        if albedo == "barycentric":  # the default model's (interpolated) albedo at each ICT vertex's closest point
+            cp2, _, tri2 = SurfaceQuery(mean @ R.T + t, m.faces.numpy())(self.neutral)
+            fd = m.faces.numpy()[tri2]
+            self.alb_tri = torch.from_numpy(fd)
+            self.alb_bary = torch.from_numpy(barycentric_coordinates(cp2, (mean @ R.T + t)[fd])).float()
         self.renderer = FaceRenderer(self.faces, n)  # eye holes closed for the renders only
 
     def sample(self, rng, expr_scale=0.5):
@@ -138,21 +147,28 @@ def make_sample(rng, gen: SyntheticFaces, ict: IctTruth | None):
     shape = torch.from_numpy(ict.sample(rng)).float()[None]
     with torch.no_grad():
         verts = code.transform(shape)
-        colors = m.albedo(code.albedo).clamp(0, 1)[0][torch.from_numpy(ict.nearest)]
+        alb = m.albedo(code.albedo).clamp(0, 1)[0]
+        if ict.albedo_mode == "barycentric":
+            colors = (alb[ict.alb_tri] * ict.alb_bary[..., None]).sum(1)
+        else:
+            colors = alb[torch.from_numpy(ict.nearest)]
         out = ict.renderer(verts, colors[None], cam, (SIZE, SIZE), code.sh, bg)
     img = (out.image[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return img, ict.points468(verts[0].double().numpy()), None, yaw, pitch, None
 
 
-def run(n, seed, ict_model, opts, label, save_examples=None, gt_smooth=0, gt_subdivide=0):
+def run(n, seed, ict_model, opts, label, save_examples=None, gt_smooth=0, gt_subdivide=0, gt_shading="vertex",
+        ict_albedo="nearest"):
     from facerig.landmarks import detect_landmarks
     dec = FaceDecoder("default")
     if ict_model or not gt_subdivide:
-        gen = SyntheticFaces(dec, size=SIZE, focal=FOCAL, smooth=0 if ict_model else gt_smooth)
+        gen = SyntheticFaces(dec, size=SIZE, focal=FOCAL, smooth=0 if ict_model else gt_smooth,
+                             shading="vertex" if ict_model else gt_shading)
     else:  # the same surface, shaded on a midpoint-subdivided mesh (its first 468 vertices are the model's)
-        gen = SyntheticFaces(FaceDecoder(dec.model.subdivide(gt_subdivide)), size=SIZE, focal=FOCAL, smooth=gt_smooth)
+        gen = SyntheticFaces(FaceDecoder(dec.model.subdivide(gt_subdivide)), size=SIZE, focal=FOCAL, smooth=gt_smooth,
+                             shading=gt_shading)
     rng = np.random.default_rng(seed)
-    ict = IctTruth(dec, ICT_DIR) if ict_model else None
+    ict = IctTruth(dec, ICT_DIR, ict_albedo) if ict_model else None
     if ict is not None:
         print(f"  [ICT correspondence: closest-point ICP residual {ict.icp_residual_mm:.3f} mm (mean over 468 vertices)]")
     rows = {"mean face (fitted pose)": [], "landmarks only": [], "photometric": []}
@@ -239,6 +255,12 @@ def main(argv=None):
     ap.add_argument("--gt-subdivide", type=int, default=GT_SUBDIVIDE,
                     help=f"self-fit run: midpoint-subdivision levels of the ground-truth render (default {GT_SUBDIVIDE}: "
                          "the same surface with its shading sampled more densely; 0 = the coarse mesh as before)")
+    ap.add_argument("--gt-shading", choices=("vertex", "pixel"), default="vertex",
+                    help="self-fit ground truth: per-vertex (Gouraud, default) or per-pixel SH shading "
+                         "(FaceRenderer shading); match it to --set photo_shading=... for a matched self-fit")
+    ap.add_argument("--ict-albedo", choices=("nearest", "barycentric"), default="nearest",
+                    help="ICT ground truth albedo: the nearest default-model vertex's (default) or the default "
+                         "model's albedo interpolated at the closest surface point (no Voronoi patchwork)")
     ap.add_argument("--erode", type=int, default=None,
                     help="photometric term: pixels left out next to the rendered silhouette (default: FitOptions)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -272,14 +294,17 @@ def main(argv=None):
           if opts.photo_solver == "lm" else f"{opts.adam_iterations} iterations")
           + f", crop {opts.crop_size} px, landmark sigma {opts.sigma} px, photometric eps {opts.photo_eps}, "
           f"photometric exclusions {opts.photo_exclude}, prior weights (LM) id {opts.w_identity_lm} exp {opts.w_expression_lm} "
-          f"alb {opts.w_albedo}, render subdivision {opts.photo_subdivide} {opts.photo_subdivide_scheme} (from {opts.photo_subdivide_min_size} px), silhouette erosion {opts.photo_erode} px")
+          f"alb {opts.w_albedo}, render subdivision {opts.photo_subdivide} {opts.photo_subdivide_scheme} (from {opts.photo_subdivide_min_size} px), silhouette erosion {opts.photo_erode} px, "
+          f"shading {opts.photo_shading}")
     if not args.no_self:
         print(f"self-fit ground truth rendered with {args.gt_subdivide} level(s) of midpoint subdivision and "
-              f"{args.gt_smooth} of curved subdivision (FaceRenderer smooth)")
-        run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex, args.gt_smooth, args.gt_subdivide)
+              f"{args.gt_smooth} of curved subdivision (FaceRenderer smooth), {args.gt_shading} shading")
+        run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex, args.gt_smooth, args.gt_subdivide,
+            args.gt_shading)
     if not args.no_ict:
         if (ICT_DIR / "ict_face_area_morphs.npz").exists():
-            run(n, args.seed + 1, True, opts, "cross-model (ICT-FaceKit generates, default model fits)", ex)
+            run(n, args.seed + 1, True, opts, "cross-model (ICT-FaceKit generates, default model fits)", ex,
+                ict_albedo=args.ict_albedo)
         else:
             print(f"\ncross-model run skipped: {ICT_DIR} not found")
     return 0

@@ -28,7 +28,9 @@ from torch import Tensor, nn
 from facerig.model import FaceModel, GraphicCode, load_model
 from facerig.render import PerspectiveCamera, antialias, interpolate, rasterize, sh_irradiance, vertex_normals
 from facerig.render.mesh import face_adjacency
-from facerig.render.shading import SH_CONSTANTS
+from facerig.render.shading import SH_CONSTANTS, pixel_sh_shading
+
+SHADINGS = ("vertex", "pixel")
 
 __all__ = ["FaceDecoder", "DecoderOutput", "SH_AMBIENT", "ambient_sh", "make_camera"]
 
@@ -103,10 +105,19 @@ class FaceDecoder(nn.Module):
         landmark_kind: default landmark map for :attr:`DecoderOutput.landmarks` ("ibug68" or
             "mediapipe468").
         dtype, device: move the model there (default: the model's own).
+        shading: default of :meth:`forward`'s ``shading``: "vertex" (default; Gouraud: SH
+            irradiance x albedo at the vertices, colours interpolated) or "pixel" (Phong-style:
+            normals and albedo interpolated with the perspective-correct barycentrics, the normal
+            normalised and the SH irradiance evaluated per pixel,
+            :func:`facerig.render.shading.pixel_sh_shading`).
     """
 
-    def __init__(self, model: FaceModel | str = "default", landmark_kind: str = "ibug68", dtype=None, device=None):
+    def __init__(self, model: FaceModel | str = "default", landmark_kind: str = "ibug68", dtype=None, device=None,
+                 shading: str = "vertex"):
         super().__init__()
+        if shading not in SHADINGS:
+            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
+        self.shading = shading
         if not isinstance(model, FaceModel):
             model = load_model(model)
         if dtype is not None or device is not None:
@@ -167,7 +178,7 @@ class FaceDecoder(nn.Module):
 
     # ------------------------------------------------------------------ rendering
     def forward(self, y, image_size, principal_point=None, background=None, antialias_edges: bool = False,
-                shade: bool = True) -> DecoderOutput:
+                shade: bool = True, shading: str | None = None) -> DecoderOutput:
         """Render the faces of code ``y``.
 
         Args:
@@ -177,6 +188,8 @@ class FaceDecoder(nn.Module):
             background: (B, H, W, 3) image, a float, or None (black).
             antialias_edges: run :func:`facerig.render.antialias` (silhouette gradients; slower).
             shade: apply the SH light (``False``: colour = albedo).
+            shading: "vertex" (Gouraud) or "pixel" (per-pixel SH on interpolated normals); default
+                the decoder's :attr:`shading` (see the class).
 
         Returns:
             :class:`DecoderOutput`.
@@ -188,12 +201,19 @@ class FaceDecoder(nn.Module):
         verts_pix = cam.project(verts)
         faces = self.faces.to(verts.device)
         frags = rasterize(verts_pix, faces, (H, W), perspective_correct=True)
+        shading = self.shading if shading is None else shading
+        if shading not in SHADINGS:
+            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
         alb = self.albedo(code)
-        col = alb * sh_irradiance(vertex_normals(verts, faces), code.sh) if shade else alb
         skin = self.skin_weight.to(dtype=verts.dtype, device=verts.device)[None, :, None].expand(verts.shape[0], -1, 1)
-        both = interpolate(torch.cat([col, skin], -1), frags, faces)
+        if shade and shading == "pixel":
+            both = interpolate(torch.cat([alb, vertex_normals(verts, faces), skin], -1), frags, faces)
+            rgb, skin_pix = pixel_sh_shading(both[..., 3:6], both[..., :3], code.sh), both[..., 6:]
+        else:
+            col = alb * sh_irradiance(vertex_normals(verts, faces), code.sh) if shade else alb
+            both = interpolate(torch.cat([col, skin], -1), frags, faces)
+            rgb, skin_pix = both[..., :3], both[..., 3:]
         mask = frags.mask[..., None].to(verts.dtype)
-        rgb, skin_pix = both[..., :3], both[..., 3:]
         if background is None:
             image = rgb * mask
         else:

@@ -95,6 +95,11 @@ class FitOptions:
             whose pixels the LM photometric term leaves out (groups the model lacks are ignored).
         photo_subdivide_scheme: "midpoint" (the piecewise-linear surface) or "butterfly" (a smooth
             surface through the same vertices, still linear in the code; :func:`_butterfly_model`).
+        photo_shading: how the LM photometric stage renders: "vertex" (default; Gouraud: SH
+            irradiance x albedo at the vertices, colours interpolated) or "pixel" (Phong-style:
+            normals and albedo interpolated with the perspective-correct barycentrics, SH per pixel;
+            closed-form Jacobian in :meth:`_PhotoLM._pixel_jacobian`; the Adam / multi-frame stage
+            renders per vertex).
         photo_erode: leave out of the LM photometric term the pixels within this many pixels of
             the rendered silhouette (partly background in the photo).
         photo_lr: Adam learning rate (whitened coefficients); photo_shape_lr: its factor for
@@ -143,6 +148,7 @@ class FitOptions:
     photo_erode: int = 1
     photo_subdivide_scheme: str = "midpoint"
     photo_exclude: tuple = ()
+    photo_shading: str = "vertex"
 
     def __post_init__(self):
         if self.landmarks not in ("dense", "sparse"):
@@ -174,6 +180,8 @@ class FitOptions:
         if self.photo_subdivide_scheme not in ("midpoint", "butterfly"):
             raise ValueError("photo_subdivide_scheme: expected 'midpoint' or 'butterfly', got "
                              f"{self.photo_subdivide_scheme!r}")
+        if self.photo_shading not in ("vertex", "pixel"):
+            raise ValueError(f"photo_shading: expected 'vertex' or 'pixel', got {self.photo_shading!r}")
         if not float(self.photo_eps) > 0:
             raise ValueError(f"photo_eps: expected a positive colour difference (e.g. 0.01), got {self.photo_eps!r}")
 
@@ -547,7 +555,7 @@ def init_light_albedo(dec: FaceDecoder, obs: FaceObservation, y: Tensor, shared_
 
 
 def _vertex_jacobian(dec: FaceDecoder, pk: "_Packer", p: Tensor, y: Tensor, size, principal_point: Tensor,
-                     colours: bool = True, depth: bool = False):
+                     colours: bool = True, depth: bool = False, normals: bool = False):
     """Projected vertices and shaded vertex colours of code vector ``y = pk.unpack(p)`` and their
     Jacobian w.r.t. the packer's free parameters ``p``, in closed form (forward mode by hand:
     linear shape model, rotation, pinhole projection, area-weighted vertex normals, SH irradiance).
@@ -555,10 +563,11 @@ def _vertex_jacobian(dec: FaceDecoder, pk: "_Packer", p: Tensor, y: Tensor, size
     Returns ``vals`` (B, V, 5) = (u, v, r, g, b) and ``J`` (B, V, 5, P); pixels of an image of
     ``size`` with ``principal_point`` (B, 2) and the focal of ``y``. ``colours=False``: only the
     projected positions, (B, V, 2) and (B, V, 2, P). ``depth=True``: the camera-frame depth z (cm)
-    is inserted after (u, v): (B, V, 6) = (u, v, z, r, g, b).
+    is inserted after (u, v): (B, V, 6) = (u, v, z, r, g, b). ``normals=True`` (per-pixel shading):
+    no SH light at the vertices; (B, V, 9) = (u, v, z, unit normal (3, camera frame), albedo (3)).
     """
     from facerig.render import axis_angle_to_matrix, sh_basis
-    from facerig.render.shading import SH_CONSTANTS
+    from facerig.render.shading import sh_basis_grad
     from facerig.model.code import model_to_opencv
 
     m = dec.model
@@ -626,15 +635,13 @@ def _vertex_jacobian(dec: FaceDecoder, pk: "_Packer", p: Tensor, y: Tensor, size
     n = msum / norm
     dn = (dm - n[..., None] * (n[..., None] * dm).sum(-2, keepdim=True)) / norm[..., None]
     # SH irradiance: irr_c = sum_k Y_k(n) sh_kc
+    if normals:  # per-pixel shading: the SH light is applied at the pixels (_PhotoLM._pixel_jacobian)
+        alb = m.albedo(code.albedo)
+        vals = torch.cat([torch.stack([pix_u, pix_v, z], -1), n, alb], -1)
+        J = torch.cat([torch.stack([Ju, Jv, Jc[:, :, 2]], 2), dn, Ja], 2)
+        return vals, J
     Y = sh_basis(n)  # (B, V, 9)
-    k0, k1, k2 = SH_CONSTANTS
-    nx, ny, nz = n.unbind(-1)
-    zero = torch.zeros_like(nx)
-    c6 = k2 * 0.5 / math.sqrt(3.0)
-    dYx = torch.stack([zero, zero, zero, zero - k1, k2 * ny, zero, zero, -k2 * nz, k2 * nx], -1)
-    dYy = torch.stack([zero, zero - k1, zero, zero, k2 * nx, -k2 * nz, zero, zero, -k2 * ny], -1)
-    dYz = torch.stack([zero, zero, zero + k1, zero, zero, -k2 * ny, 6.0 * c6 * nz, -k2 * nx, zero], -1)
-    dY = torch.stack([dYx, dYy, dYz], -2)  # (B, V, 3 normal comps, 9)
+    dY = sh_basis_grad(n)  # (B, V, 3 normal comps, 9)
     sh = code.sh  # (B, 9, 3)
     irr = torch.einsum("bvk,bkc->bvc", Y, sh)
     dirr_dn = torch.einsum("bvjk,bkc->bvcj", dY, sh)  # (B, V, 3 ch, 3 comps)
@@ -741,8 +748,12 @@ class _PhotoLM:
     """
 
     def __init__(self, dec: FaceDecoder, obs: FaceObservation, pk: "_Packer", e_rest, w_photo: float, eps: float,
-                 size: int, pad: int = 2, erode: int = 0, exclude_faces: Tensor | None = None):
+                 size: int, pad: int = 2, erode: int = 0, exclude_faces: Tensor | None = None, shading: str = "vertex"):
         from facerig.energy.terms import WeightedSum  # noqa: F401 (type only)
+
+        if shading not in ("vertex", "pixel"):
+            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
+        self.shading = shading
 
         self.dec, self.obs, self.pk, self.e_rest = dec, obs, pk, e_rest
         self.w_photo, self.eps = float(w_photo), float(eps)
@@ -770,7 +781,7 @@ class _PhotoLM:
         return torch.cat([y[:, :sl.start], y[:, sl] * self.scale, y[:, sl.stop:]], 1)
 
     def _render(self, p: Tensor):
-        return self.dec(self._scaled(self.pk.unpack(p)), self.size, self.pp)
+        return self.dec(self._scaled(self.pk.unpack(p)), self.size, self.pp, shading=self.shading)
 
     def set_support(self, p: Tensor) -> None:
         """Fix the pixel set: coverage at ``p`` dilated by ``pad`` pixels, within the valid pixels."""
@@ -812,7 +823,7 @@ class _PhotoLM:
     def residual(self, p: Tensor) -> Tensor:
         y = self.pk.unpack(p)
         r_rest = stacked_residuals(self.e_rest, self.obs, y)
-        out = self.dec(self._scaled(y), self.size, self.pp)
+        out = self.dec(self._scaled(y), self.size, self.pp, shading=self.shading)
         ms, img, area = self._photo_parts(out)
         e = img.clamp(0.0, 1.0) - self.photo_sel
         r = _robust_rho(e, self.eps) * (self.w_photo * ms / area[:, None]).sqrt()[..., None]
@@ -829,6 +840,8 @@ class _PhotoLM:
             factor = factor * (self.w_photo * ms / area[:, None]).sqrt()[..., None] * (p2f >= 0)[..., None].to(p.dtype)
         faces = dec.faces.to(p.device)
         B = p.shape[0]
+        if self.shading == "pixel":
+            return self._pixel_jacobian(p, p2f, factor)
 
         # vertex quantities (u, v, z, r, g, b) and their Jacobians (B, V, 6), (B, V, 6, P)
         vals, Jv = _vertex_jacobian(dec, pk, p, self._scaled(pk.unpack(p)), self.size, self.pp, depth=True)
@@ -868,13 +881,95 @@ class _PhotoLM:
         val_col = lam[..., None] * factor[:, :, None, :]
         cols = torch.cat([col_pos.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9), col_col.permute(0, 1, 3, 2)], -1)
         vals_ = torch.cat([val_pos.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9), val_col.permute(0, 1, 3, 2)], -1)
-        crow = torch.arange(0, 12 * 3 * N + 1, 12, device=p.device)
-        Jflat = Jv.reshape(B, V * 6, Pn)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            J_ph = torch.stack([torch.sparse_csr_tensor(crow, cols[b].reshape(-1), vals_[b].reshape(-1), (3 * N, 6 * V),
-                                                        check_invariants=False) @ Jflat[b] for b in range(B)])
+        J_ph = _pixel_rows_product(cols, vals_, Jv.reshape(B, V * 6, Pn))
         return torch.cat([J_rest, J_ph], 1)
+
+    def _pixel_jacobian(self, p: Tensor, p2f: Tensor, factor: Tensor) -> Tensor:
+        """:meth:`jacobian` with per-pixel shading (``shading="pixel"``), in closed form.
+
+        At a pixel with perspective-correct barycentrics ``lam_k`` of its triangle's corners k, the
+        interpolated albedo ``a = sum_k lam_k a_k`` and normal ``m = sum_k lam_k n_k`` (vertex unit
+        normals) give ``I_c = a_c * sum_j Y_j(m / |m|) sh_jc``. So
+        ``dI_c = irr_c da_c + sum_i D_ci dm_i + a_c Y_j d sh_jc`` with ``D = a_c (d irr_c / d n^)
+        (I - n^ n^T) / |m|``; ``da`` and ``dm`` are interpolations, differentiated as the vertex
+        path's colours are (corner terms ``lam_k d a_k``, ``lam_k d n_k`` plus the barycentrics'
+        dependence on the corner positions and depths, with ``irr_c (a_k - a)_c + D (n_k - m)``
+        in place of ``C_k - I``). The SH columns are dense per pixel and added directly.
+        """
+        from facerig.render.shading import sh_basis, sh_basis_grad
+
+        dec, pk = self.dec, self.pk
+        faces = dec.faces.to(p.device)
+        B = p.shape[0]
+        y = self._scaled(pk.unpack(p))
+        vals, Jv = _vertex_jacobian(dec, pk, p, y, self.size, self.pp, depth=True, normals=True)  # (B,V,9), (B,V,9,P)
+        J_rest = _stacked_jacobian(self.e_rest, self.obs, pk, p, vals[..., :2] / self.scale, Jv[:, :, :2] / self.scale)
+        tri = faces[p2f.clamp(min=0)]  # (B, N, 3)
+        N = tri.shape[1]
+        g = torch.gather(vals, 1, tri.reshape(B, N * 3)[..., None].expand(-1, -1, 9)).reshape(B, N, 3, 9)
+        P_, z_, Nk, Ak = g[..., :2], g[..., 2], g[..., 3:6], g[..., 6:9]
+        rel = P_ - self.centres[:, :, None]
+        nxt, prv = rel.roll(-1, 2), rel.roll(1, 2)
+        A = nxt[..., 0] * prv[..., 1] - nxt[..., 1] * prv[..., 0]
+        w = A / z_
+        W = w.sum(-1, keepdim=True)
+        W = torch.where(W.abs() > 1e-20, W, torch.full_like(W, 1e-20))
+        lam = w / W  # (B, N, 3)
+        alb = (lam[..., None] * Ak).sum(2)  # (B, N, 3 ch)
+        M = (lam[..., None] * Nk).sum(2)  # (B, N, 3 comps)
+        mlen = M.norm(dim=-1, keepdim=True).clamp(min=1e-20)
+        nh = M / mlen
+        sh = dec.as_code(y).sh.to(p.dtype)  # (B, 9, 3)
+        Y = sh_basis(nh)  # (B, N, 9)
+        irr = torch.einsum("bnk,bkc->bnc", Y, sh)
+        dirr = torch.einsum("bnjk,bkc->bncj", sh_basis_grad(nh), sh)  # d irr_c / d n^_j
+        proj = (torch.eye(3, dtype=p.dtype, device=p.device) - nh[..., :, None] * nh[..., None, :]) / mlen[..., None]
+        D = alb[..., None] * torch.einsum("bncj,bnji->bnci", dirr, proj)  # d I_c / d m_i  (B, N, 3, 3)
+        E = irr[:, :, None] * (Ak - alb[:, :, None]) + torch.einsum("bnci,bnki->bnkc", D, Nk - M[:, :, None])
+        G = E / (z_ * W)[..., None]  # (B, N, k, c)
+        dA1 = torch.stack([-prv[..., 1], prv[..., 0]], -1)
+        dA2 = torch.stack([nxt[..., 1], -nxt[..., 0]], -1)
+        dI_dx = G.roll(-1, 2)[..., None] * dA1[..., None, :] + G.roll(1, 2)[..., None] * dA2[..., None, :]  # (B,N,k,c,2)
+        dI_dz = -G * (A / z_)[..., None]  # (B, N, k, c)
+        # row (n, c): per corner k: (u, v, z) 3 + normal 3 + albedo of channel c 1 = 21 non-zeros
+        V, Pn = Jv.shape[1], Jv.shape[-1]
+        ar3 = torch.arange(3, device=p.device)
+        base = (tri * 9)[..., None, None]  # (B, N, k, 1, 1)
+        col_pos = (base + ar3).expand(B, N, 3, 3, 3)  # (B, N, k, c, uvz)
+        col_nrm = (base + 3 + ar3).expand(B, N, 3, 3, 3)  # (B, N, k, c, i)
+        col_alb = (tri[..., None] * 9 + 6 + ar3).expand(B, N, 3, 3)  # (B, N, k, c)
+        f5 = factor[:, :, None, :, None]
+        val_pos = torch.cat([dI_dx, dI_dz[..., None]], -1) * f5
+        val_nrm = lam[..., None, None] * D[:, :, None] * f5  # lam_k D_ci
+        val_alb = lam[..., None] * irr[:, :, None] * factor[:, :, None]
+        cols = torch.cat([col_pos.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9), col_nrm.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9),
+                          col_alb.permute(0, 1, 3, 2)], -1)
+        vals_ = torch.cat([val_pos.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9), val_nrm.permute(0, 1, 3, 2, 4).reshape(B, N, 3, 9),
+                           val_alb.permute(0, 1, 3, 2)], -1)
+        J_ph = _pixel_rows_product(cols, vals_, Jv.reshape(B, V * 9, Pn))
+        if "sh" in pk.layout:  # d I_c / d sh_kc' = alb_c Y_k [c == c'], column k * 3 + c' of the part
+            sl, _k = pk.layout["sh"]
+            blk = torch.zeros(B, N, 3, 9, 3, dtype=p.dtype, device=p.device)
+            for c in range(3):
+                blk[:, :, c, :, c] = Y * (alb[..., c] * factor[..., c])[..., None]
+            J_ph = J_ph.view(B, N, 3, Pn)
+            J_ph[..., sl] += blk.reshape(B, N, 3, 27) * pk.scales["sh"].to(p.dtype)
+            J_ph = J_ph.reshape(B, 3 * N, Pn)
+        return torch.cat([J_rest, J_ph], 1)
+
+
+def _pixel_rows_product(cols: Tensor, vals: Tensor, Jflat: Tensor) -> Tensor:
+    """Per-pixel Jacobian rows as sparse combinations of per-vertex rows: ``(B, R, P)``.
+
+    ``cols`` / ``vals`` ``(B, N, 3, K)``: for each pixel n and colour channel, K (column index into
+    the flattened vertex quantities, weight) pairs; ``Jflat`` ``(B, V*Q, P)`` the vertex quantities'
+    Jacobian. One CSR ``(3N x V*Q) @ (V*Q x P)`` product per sample, R = 3N rows (pixel-major)."""
+    B, N, _, K = cols.shape
+    crow = torch.arange(0, K * 3 * N + 1, K, device=cols.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.stack([torch.sparse_csr_tensor(crow, cols[b].reshape(-1), vals[b].reshape(-1), (3 * N, Jflat.shape[1]),
+                                                    check_invariants=False) @ Jflat[b] for b in range(B)])
 
 
 def _landmark_setup(dec: FaceDecoder, kind: str, opts: FitOptions):
@@ -1144,7 +1239,7 @@ def photometric_refine(dec: FaceDecoder, obs: FaceObservation, y: Tensor, option
                              expression=opts.w_expression_lm, albedo=opts.w_albedo, sigma=opts.sigma,
                              delta=opts.delta)
         prob = _PhotoLM(dec_r, obs, pk, e_rest, opts.w_photometric, eps=opts.photo_eps, size=int(size),
-                        erode=opts.photo_erode, exclude_faces=_excluded_faces(dec_r, opts))
+                        erode=opts.photo_erode, exclude_faces=_excluded_faces(dec_r, opts), shading=opts.photo_shading)
         prob.set_support(p)
         p = levenberg_marquardt(prob.residual, p, jacobian=prob.jacobian, max_iter=int(iters),
                                 damping=opts.photo_damping, tol=1e-6).x

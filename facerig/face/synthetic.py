@@ -268,11 +268,16 @@ class FaceRenderer:
             before shading (:func:`smooth_subdivide`: the original vertices stay where they are, each
             edge gets a new vertex bulged along the vertex normals, each level 4x the triangles):
             a smooth surface instead of the coarse mesh's flat facets. 0 (default): the mesh as given.
+        shading: "vertex" (default; Gouraud, as :class:`~facerig.face.FaceDecoder` by default) or
+            "pixel" (normals interpolated, SH light per pixel; :func:`facerig.render.render_mesh`).
     """
 
     def __init__(self, faces, n_vertices: int, iris_color=(0.12, 0.08, 0.06), sclera_color=(0.85, 0.82, 0.78), *,
                  styled: bool = False, rest_vertices=None, loop_kinds=None, iris_radius: float = 0.55,
-                 mouth_color=(0.32, 0.10, 0.09), smooth: int = 0):
+                 mouth_color=(0.32, 0.10, 0.09), smooth: int = 0, shading: str = "vertex"):
+        if shading not in ("vertex", "pixel"):
+            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
+        self.shading = shading
         if not isinstance(smooth, (int, np.integer)) or isinstance(smooth, bool) or smooth < 0:
             raise ValueError(f"smooth: expected an int >= 0 (subdivision levels), got {smooth!r}")
         self.smooth = int(smooth)
@@ -310,20 +315,22 @@ class FaceRenderer:
         self.faces = torch.from_numpy(np.concatenate(new).astype(np.int64))
 
     @classmethod
-    def for_model(cls, model, styled: bool = False, open_mouth: bool = False, smooth: int = 0) -> "FaceRenderer":
+    def for_model(cls, model, styled: bool = False, open_mouth: bool = False, smooth: int = 0,
+                  shading: str = "vertex") -> "FaceRenderer":
         """The renderer of a :class:`~facerig.model.FaceModel` with its eye openings removed and closed
         (``open_mouth``: its mouth opening too; ``styled``: per-loop styling; ``smooth``: curved
-        subdivision levels; see the class)."""
+        subdivision levels; ``shading``: "vertex" or "pixel"; see the class)."""
         if open_mouth and not styled:
             raise ValueError("open_mouth: needs styled=True (an unstyled mouth would get the eyes' white rim)")
         rest = model.mean.detach().cpu().double().numpy() if styled else None
         return cls(open_eye_faces(model, open_mouth), model.n_vertices, styled=styled, rest_vertices=rest,
-                   smooth=smooth)
+                   smooth=smooth, shading=shading)
 
     def _draw(self, verts: Tensor, faces: Tensor, camera, image_size, colors: Tensor, sh: Tensor, background):
         if self.smooth:
             verts, colors, faces = smooth_subdivide(verts, faces, colors, self.smooth)
-        return render_mesh(verts, faces, camera, tuple(image_size), colors=colors, sh_coeffs=sh, background=background)
+        return render_mesh(verts, faces, camera, tuple(image_size), colors=colors, sh_coeffs=sh, background=background,
+                           shading=self.shading)
 
     def _styled_geometry(self, verts_cam: Tensor, colors: Tensor):
         B = verts_cam.shape[0]
@@ -419,7 +426,7 @@ class SyntheticFaces:
     off-centre, :func:`random_sh` light, focal ``2.5 * size``. ``styled`` / ``open_mouth``: the opt-in
     eye and mouth styling of :class:`FaceRenderer` (default off); ``smooth``: its curved subdivision
     levels (default 0; the ground-truth ``vertices`` are the model's own, which the smooth surface
-    interpolates).
+    interpolates); ``shading``: its "vertex" (default) or "pixel" SH shading.
 
     Example::
 
@@ -431,7 +438,7 @@ class SyntheticFaces:
     def __init__(self, decoder: FaceDecoder | str = "default", size: int = 256, focal: float | None = None,
                  yaw: float = 60.0, pitch: float = 30.0, roll: float = 10.0, distance=(60.0, 80.0),
                  offset: float = 1.5, expression_scale: float = 0.5, albedo_scale: float = 0.5, photos=None,
-                 styled: bool = False, open_mouth: bool = False, smooth: int = 0):
+                 styled: bool = False, open_mouth: bool = False, smooth: int = 0, shading: str = "vertex"):
         self.dec = decoder if isinstance(decoder, FaceDecoder) else FaceDecoder(decoder)
         self.size = int(size)
         self.focal = float(focal) if focal is not None else 2.5 * self.size
@@ -439,7 +446,8 @@ class SyntheticFaces:
         self.distance, self.offset = distance, offset
         self.expression_scale, self.albedo_scale = expression_scale, albedo_scale
         self.photos = photos if photos is not None else background_photos(self.size)
-        self.renderer = FaceRenderer.for_model(self.dec.model, styled=styled, open_mouth=open_mouth, smooth=smooth)
+        self.renderer = FaceRenderer.for_model(self.dec.model, styled=styled, open_mouth=open_mouth, smooth=smooth,
+                                               shading=shading)
 
     def random_code(self, rng: np.random.Generator) -> tuple:
         """A random code (batch 1, float32) and its (yaw, pitch, roll) in degrees."""

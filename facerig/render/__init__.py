@@ -7,7 +7,7 @@ Four composable primitives in the spirit of nvdiffrast, plus cameras, shading an
 * :func:`interpolate` / :func:`sample_texture` - vertex attributes and UV textures at the pixels.
 * :func:`antialias` - analytic silhouette antialiasing: gradients w.r.t. silhouette positions.
 * :func:`soft_rasterize` / :func:`softmax_blend` - SoftRas-style probabilistic rasterisation.
-* :mod:`~facerig.render.shading` - vertex normals, SH (9 x RGB) Lambertian light, Blinn-Phong.
+* :mod:`~facerig.render.shading` - vertex normals, SH (9 x RGB) Lambertian light (per vertex or per pixel), Blinn-Phong.
 * :func:`render_mesh` / :class:`Renderer` - camera-space mesh -> image, alpha, fragments.
 * :mod:`~facerig.render.camera`, :mod:`~facerig.render.transforms` - OpenCV pinhole and
   orthographic cameras, rotations (axis-angle, 6-D, yaw/pitch/roll, quaternions), OpenGL and
@@ -56,6 +56,8 @@ from .shading import (
     sh_basis,
     sh_irradiance,
     sh_shading,
+    pixel_sh_shading,
+    sh_basis_grad,
     vertex_normals,
 )
 from .transforms import (
@@ -76,7 +78,7 @@ __all__ = [
     "icosphere", "face_adjacency",
     "render_mesh", "Renderer", "RenderOutput",
     "SoftFragments", "soft_rasterize", "softmax_blend", "default_blur_radius",
-    "vertex_normals", "face_normals", "sh_basis", "sh_irradiance", "sh_shading", "blinn_phong", "composite",
+    "vertex_normals", "face_normals", "sh_basis", "sh_irradiance", "sh_shading", "pixel_sh_shading", "sh_basis_grad", "blinn_phong", "composite",
     "axis_angle_to_matrix", "matrix_to_axis_angle", "rotation_6d_to_matrix", "matrix_to_rotation_6d",
     "euler_to_matrix", "matrix_to_euler", "matrix_to_quaternion", "quaternion_to_matrix", "transform_points",
 ]

@@ -10,7 +10,7 @@ from .antialias import antialias as _antialias
 from .interpolate import interpolate, sample_texture
 from .mesh import face_adjacency
 from .raster import Fragments, rasterize
-from .shading import blinn_phong, composite, sh_irradiance, vertex_normals
+from .shading import blinn_phong, composite, pixel_sh_shading, sh_irradiance, vertex_normals
 
 __all__ = ["RenderOutput", "render_mesh", "Renderer"]
 
@@ -99,11 +99,9 @@ def render_mesh(
         albedo = sample_texture(texture, uv)
         if sh_coeffs is not None:
             if shading == "vertex":
-                irr = interpolate(sh_irradiance(normals, sh_coeffs), frags, faces)
+                rgb = albedo * interpolate(sh_irradiance(normals, sh_coeffs), frags, faces)
             else:
-                n_pix = torch.nn.functional.normalize(interpolate(normals, frags, faces), dim=-1, eps=1e-12)
-                irr = sh_irradiance(n_pix, sh_coeffs)
-            rgb = albedo * irr
+                rgb = pixel_sh_shading(interpolate(normals, frags, faces), albedo, sh_coeffs)
         else:
             rgb = albedo
     else:
@@ -125,8 +123,7 @@ def render_mesh(
                 rgb = interpolate(vcol, frags, faces)
         else:
             both = interpolate(torch.cat([colors, normals], -1), frags, faces)
-            n_pix = torch.nn.functional.normalize(both[..., 3:], dim=-1, eps=1e-12)
-            rgb = both[..., :3] * sh_irradiance(n_pix, sh_coeffs)
+            rgb = pixel_sh_shading(both[..., 3:], both[..., :3], sh_coeffs)
     if specular is not None:
         both = interpolate(torch.cat([normals, verts], -1), frags, faces)
         n_pix = torch.nn.functional.normalize(both[..., :3], dim=-1, eps=1e-12)

@@ -40,6 +40,8 @@ __all__ = [
     "sh_basis",
     "sh_irradiance",
     "sh_shading",
+    "sh_basis_grad",
+    "pixel_sh_shading",
     "blinn_phong",
     "composite",
 ]
@@ -116,6 +118,22 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     )
 
 
+def sh_basis_grad(normals: torch.Tensor) -> torch.Tensor:
+    """Derivatives (..., 3, 9) of :func:`sh_basis` w.r.t. the normal's components: entry ``[..., j, k]``
+    is ``d basis_k / d n_j`` at the normals (..., 3) (the basis polynomials differentiated as
+    functions on R^3, i.e. without the unit-length constraint; project with ``I - n n^T`` for that)."""
+    if normals.shape[-1] != 3:
+        raise ValueError(f"normals must have shape (..., 3), got {tuple(normals.shape)}")
+    x, y, z = normals.unbind(-1)
+    _k0, k1, k2 = SH_CONSTANTS
+    zero = torch.zeros_like(x)
+    c6 = k2 * 0.5 / math.sqrt(3.0)
+    dx = torch.stack([zero, zero, zero, zero - k1, k2 * y, zero, zero, -k2 * z, k2 * x], -1)
+    dy = torch.stack([zero, zero - k1, zero, zero, k2 * x, -k2 * z, zero, zero, -k2 * y], -1)
+    dz = torch.stack([zero, zero, zero + k1, zero, zero, -k2 * y, 6.0 * c6 * z, -k2 * x, zero], -1)
+    return torch.stack([dx, dy, dz], -2)
+
+
 def _sh_coeffs(gamma: torch.Tensor) -> torch.Tensor:
     if gamma.ndim == 2 and gamma.shape[1] == 27:
         return gamma.view(-1, 3, 9).transpose(1, 2)
@@ -144,6 +162,26 @@ def sh_shading(normals: torch.Tensor, albedo: torch.Tensor, gamma: torch.Tensor)
         gamma: (B, 9, 3) or (B, 27) SH coefficients (see the module doc).
     """
     return albedo * sh_irradiance(normals, gamma)
+
+
+def pixel_sh_shading(normals: torch.Tensor, albedo: torch.Tensor, gamma: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-pixel ("Phong-style") Lambertian SH colour from interpolated attributes (B, ..., 3).
+
+    ``albedo * irradiance(normals / |normals|)``: the normals are those interpolated from the
+    vertices (e.g. :func:`facerig.render.interpolate` of :func:`vertex_normals`), so not of unit
+    length; they are normalised here before the SH basis is evaluated. Gouraud shading (the
+    colour computed per vertex, then interpolated) is :func:`sh_shading` at the vertices.
+
+    Args:
+        normals: (B, ..., 3) interpolated (unnormalised) normals, any frame the light is given in.
+        albedo: (B, ..., 3) interpolated reflectance.
+        gamma: (B, 9, 3) or (B, 27) SH coefficients (see the module doc).
+        eps: normals shorter than this (uncovered pixels: zero) are divided by ``eps`` instead.
+    """
+    if normals.shape[-1] != 3:
+        raise ValueError(f"normals must have shape (B, ..., 3), got {tuple(normals.shape)}")
+    n = torch.nn.functional.normalize(normals, dim=-1, eps=eps)
+    return albedo * sh_irradiance(n, gamma)
 
 
 def blinn_phong(
