@@ -31,7 +31,8 @@ from torch import Tensor
 
 from facerig.encoder.data import DEFAULT_MARGIN, code_from_crop, crop_camera
 from facerig.face.decoder import FaceDecoder
-from facerig.face.fit import FaceFit, FitOptions, NoFaceError, init_light_albedo, photometric_refine
+from facerig.face.fit import (FaceFit, FitOptions, NoFaceError, init_light_albedo, photometric_refine,
+                              photometric_refine_adam)
 
 __all__ = ["reconstruct", "reconstruct_batch", "reconstruct_video", "Reconstructor", "EncoderNotFoundError", "refine_codes",
            "refine_rounds"]
@@ -89,8 +90,9 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
 
     With ``solver="adam"`` (the previous method): ``pose_steps`` (default ``min(steps, 3)``) LM
     iterations of the landmark energy on the pose, the closed-form light and albedo
-    (``init_light``), then ``steps`` Adam iterations of the photometric-stage energy (each sample
-    keeps its best iterate).
+    (``init_light``), then ``steps`` Adam iterations of the photometric-stage energy
+    (:func:`facerig.face.photometric_refine_adam`, the fitter's Adam variant; each sample keeps its
+    best iterate).
 
     One step (``solver="lm"``) is one Levenberg-Marquardt iteration: the closed-form Jacobian of
     all residuals (the 80 px render's skin pixels x 3 colours, 936 landmark rows, priors) w.r.t.
@@ -127,7 +129,6 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
         ``(y, energies)``: refined (B, D) vectors and the per-term energies ``{name: (B,)}`` at them
         (the fitter's photometric-stage energy on the working image).
     """
-    from facerig.energy.solvers import minimize_adam
     from facerig.encoder.losses import observation_from_batch
     from facerig.face.energy import contour_correspondence, face_energy
 
@@ -162,35 +163,8 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
                                init_light=init_light)
     elif steps > 0 and init_light:
         y = init_light_albedo(dec, obs, y)
-    if solver == "adam" and steps > 0:
-        from facerig.model import GraphicCode
-
-        sl = GraphicCode.slices(dec.sizes)
-        n_id = min(int(opts.fit_identity_modes), m.n_identity)
-        scale = torch.zeros(y.shape[1], dtype=dt, device=dev)  # whitening: y = y0 + (p - p0) * scale
-        step = torch.ones_like(scale)
-        scale[sl["identity"]] = m.identity_std.to(dev, dt) * (torch.arange(m.n_identity, device=dev) < n_id)
-        scale[sl["expression"]] = m.expression_std.to(dev, dt)
-        scale[sl["albedo"]] = m.albedo_std.to(dev, dt)
-        scale[sl["rotation"]], step[sl["rotation"]] = 1.0, 0.1
-        scale[sl["translation"]], step[sl["translation"]] = 10.0, 0.05
-        scale[sl["sh"]], step[sl["sh"]] = 1.0, 0.3
-        step[sl["identity"]] = step[sl["expression"]] = opts.photo_shape_lr
-        y0 = y.clone()
-        p0 = torch.zeros_like(y0)
-
-        def per_sample(q):
-            return energy(obs, y0 + q * step * scale)
-
-        best = {"e": per_sample(p0).detach(), "q": p0.clone()}
-
-        def keep_best(k, q, e):  # Adam is not monotone: keep each sample's best iterate
-            better = e < best["e"]
-            best["q"] = torch.where(better[:, None], q.detach(), best["q"])
-            best["e"] = torch.where(better, e.detach(), best["e"])
-
-        minimize_adam(per_sample, p0, lr=opts.photo_lr, max_iter=int(steps), tol=0.0, callback=keep_best)
-        y = (y0 + best["q"] * step * scale).detach()
+    if solver == "adam" and steps > 0:  # the fitter's Adam variant of the same stage, each sample keeps its best iterate
+        y = photometric_refine_adam(dec, obs, y, opts, iterations=int(steps), energy=energy, init_light=False)
     with torch.no_grad():
         energies = energy.breakdown(obs, y)
     return y, energies

@@ -23,12 +23,13 @@ from facerig.face.energy import (CodePrior, FaceObservation, LandmarkTerm, Photo
                                  contour_correspondence, contour_normals, face_energy, robust_residual,
                                  stacked_residuals)
 from facerig.face.fit import (FaceFit, FitOptions, MultiFrameFit, NoFaceError, fit_faces, fit_frames, fit_image,
-                              fit_observations, init_light_albedo, photometric_refine)
+                              fit_observations, init_light_albedo, photometric_refine,
+                              photometric_refine_adam)
 
 __all__ = [
     "FaceDecoder", "DecoderOutput", "SH_AMBIENT", "ambient_sh", "make_camera",
     "FaceObservation", "LandmarkTerm", "PhotometricTerm", "CodePrior", "TemporalTerm", "face_energy",
     "stacked_residuals", "contour_correspondence", "contour_normals", "robust_residual",
     "FaceFit", "FitOptions", "MultiFrameFit", "NoFaceError", "fit_image", "fit_faces", "fit_frames",
-    "fit_observations", "init_light_albedo", "photometric_refine",
+    "fit_observations", "init_light_albedo", "photometric_refine", "photometric_refine_adam",
 ]

@@ -1250,35 +1250,70 @@ def _photometric_stage(dec: FaceDecoder, obs: FaceObservation, y: Tensor, opts: 
     """Stage 3: photometric refinement of identity, expression, albedo, pose and SH light from the
     code vectors ``y`` (B, D) of stage 2; ``joint``: one identity and albedo for the B frames
     (Adam on ``energy``), else Levenberg-Marquardt (:class:`_PhotoLM`) per image."""
-    dt, dev = y.dtype, y.device
     if opts.photo_solver == "lm" and not joint:
         return photometric_refine(dec, obs, y, opts)
-    y = init_light_albedo(dec, obs, y, shared_albedo=joint)
+    return photometric_refine_adam(dec, obs, y, opts, energy=energy, joint=joint)
+
+
+def photometric_refine_adam(dec: FaceDecoder, obs: FaceObservation, y: Tensor, options: FitOptions | None = None,
+                            iterations: int | None = None, *, energy=None, joint: bool = False,
+                            init_light: bool = True) -> Tensor:
+    """The Adam variant of the photometric stage (``FitOptions.photo_solver="adam"`` and the joint
+    multi-frame fit): the core's Adam on the whitened identity, expression, albedo, pose and SH light.
+
+    Adam takes steps of about ``options.photo_lr`` in every whitened coordinate; pose, light and
+    shape get smaller ones (rotation 0.1, translation 0.05, SH 0.3, identity / expression
+    ``photo_shape_lr``). Adam is not monotone, so the best iterate is kept: per image, or by the
+    batch total when ``joint`` (one identity and albedo shared by the B frames).
+
+    Args:
+        dec: the decoder; obs: a :class:`FaceObservation` with its ``image`` (B, H, W, 3) in [0, 1].
+        y: (B, D) start codes in the working image's camera.
+        options: :class:`FitOptions` (default ``FitOptions()``); iterations: Adam iterations
+            (default ``options.adam_iterations``).
+        energy: the :class:`~facerig.energy.WeightedSum` to minimise, per-sample values (B,);
+            default the fitter's photometric-stage energy for ``options``.
+        joint: share identity and albedo over the batch; init_light: first set SH light and albedo
+            in closed form (:func:`init_light_albedo`).
+    Returns:
+        (B, D) refined codes (detached).
+    """
+    opts = options or FitOptions()
+    iterations = opts.adam_iterations if iterations is None else int(iterations)
+    B = y.shape[0]
+    if energy is None:
+        energy = face_energy(dec, landmarks=opts.w_landmarks_photo, photometric=opts.w_photometric,
+                             identity=opts.w_identity_photo / (B if joint else 1), expression=opts.w_expression_photo,
+                             albedo=opts.w_albedo / (B if joint else 1), sigma=opts.sigma, delta=opts.delta,
+                             photo_clamp=opts.photo_clamp)
+    if init_light:
+        y = init_light_albedo(dec, obs, y, shared_albedo=joint)
+    if iterations <= 0:
+        return y.detach()
+    dt, dev = y.dtype, y.device
     parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
     pk = _Packer(y, dec.sizes, _scales(dec, parts, opts.fit_identity_modes),
                  shared=("identity", "albedo"), joint=joint)
-    # Adam steps of size ~lr in every whitened coordinate: give pose and light smaller steps
     lr_scale = torch.ones(pk.P, dtype=dt, device=dev)
     for part, (sl, _k) in pk.layout.items():
         lr_scale[sl] = {"rotation": 0.1, "translation": 0.05, "sh": 0.3, "identity": opts.photo_shape_lr,
                         "expression": opts.photo_shape_lr}.get(part, 1.0)
     p0 = pk.pack(y)
 
-    def f(q):
-        p = p0 + (q - p0) * lr_scale
-        return energy(obs, pk.unpack(p)).sum()
+    def f(q):  # per image (B,), or the batch total when the frames share one packed vector
+        e = energy(obs, pk.unpack(p0 + (q - p0) * lr_scale))
+        return e.sum() if joint else e
 
-    # keep the best iterate (Adam's energy is not monotone; a diverging run falls back)
-    best = {"e": float(f(p0)), "q": p0}
+    best = {"e": f(p0).detach().reshape(-1), "q": p0.clone()}
 
-    def keep_best(k, q, e):
-        total = float(e.sum())
-        if total < best["e"]:
-            best["e"], best["q"] = total, q.clone()
+    def keep_best(k, q, e):  # Adam is not monotone; a diverging run falls back to the best iterate
+        e = e.detach().reshape(-1)
+        better = e < best["e"]
+        best["q"] = torch.where(better[:, None], q.detach(), best["q"])
+        best["e"] = torch.where(better, e, best["e"])
 
-    minimize_adam(f, p0, lr=opts.photo_lr, max_iter=opts.adam_iterations, tol=0.0, callback=keep_best)
-    y = pk.unpack(p0 + (best["q"] - p0) * lr_scale).detach()
-    return y
+    minimize_adam(f, p0, lr=opts.photo_lr, max_iter=iterations, tol=0.0, callback=keep_best)
+    return pk.unpack(p0 + (best["q"] - p0) * lr_scale).detach()
 
 
 def _temporal_scales(dec: FaceDecoder) -> dict:

@@ -397,3 +397,30 @@ def test_photometric_exclude_drops_exactly_the_group_pixels():
         assert bool((m1[in_group] == 0).all()) and torch.equal(m1[~in_group], m0[~in_group])
     with pytest.raises(ValueError, match="photo_exclude"):
         FitOptions(photo_exclude="mouth_opening")
+
+
+def test_photometric_refine_adam_lowers_each_images_energy_and_shares_in_joint_mode(decoder64):
+    """The Adam variant of the photometric stage (fitter's photo_solver="adam", joint multi-frame
+    fits, the encoder's refine_codes(solver="adam")): every image's energy goes down (each keeps
+    its best iterate), and joint=True returns one identity and albedo for the batch."""
+    from facerig.face import face_energy, init_light_albedo, photometric_refine_adam
+    from facerig.model import GraphicCode
+
+    dec = decoder64
+    pk, p, obs = _random_problem(dec, B=2, seed=3)
+    opts = FitOptions()
+    energy = face_energy(dec, landmarks=opts.w_landmarks_photo, photometric=opts.w_photometric,
+                         identity=opts.w_identity_photo, expression=opts.w_expression_photo, albedo=opts.w_albedo,
+                         sigma=opts.sigma, delta=opts.delta, photo_clamp=opts.photo_clamp)
+    y0 = init_light_albedo(dec, obs, pk.unpack(p))
+    e0 = energy(obs, y0)
+    y = photometric_refine_adam(dec, obs, y0, opts, iterations=6, energy=energy, init_light=False)
+    e = energy(obs, y)
+    assert e.shape == (2,) and bool((e < e0).all())
+    yj = photometric_refine_adam(dec, obs, y0, opts, iterations=3, joint=True)
+    sl = GraphicCode.slices(dec.sizes)
+    for part in ("identity", "albedo"):
+        assert torch.equal(yj[0, sl[part]], yj[1, sl[part]])
+    assert not torch.equal(yj[0, sl["expression"]], yj[1, sl["expression"]])
+    with pytest.raises(ValueError):
+        FitOptions(photo_solver="sgd")
