@@ -669,8 +669,9 @@ def _stacked_jacobian(energy, obs: FaceObservation, pk: "_Packer", p: Tensor, pi
 
     :class:`~facerig.face.energy.LandmarkTerm` rows come in closed form from the projected
     vertices ``pix`` (B, V, 2) (pixels of ``obs``) and their Jacobian ``Jpix`` (B, V, 2, P);
-    :class:`~facerig.face.energy.CodePrior` rows (zero mean) are diagonal; any other term falls
-    back to forward-mode autograd.
+    :class:`~facerig.face.energy.CodePrior` rows are diagonal, as are those of any term with a
+    ``part`` name, a ``slice`` of the code vector and a ``diagonal_derivative(y) -> (B, K)`` method
+    (d residual_k / d y[slice][k]); any other term falls back to forward-mode autograd.
     """
     from facerig.energy.solvers import batched_jacobian
     from facerig.face.energy import CodePrior, LandmarkTerm
@@ -702,13 +703,17 @@ def _stacked_jacobian(energy, obs: FaceObservation, pk: "_Packer", p: Tensor, pi
                                  term.delta / (2.0 * (term.delta * (a - 0.5 * term.delta)).clamp(min=1e-30).sqrt()))
             w = term._weights(obs, z).sqrt()  # (B, L, 1)
             rows.append(((sw / term.sigma) * (dr * w)[..., None] * Jp).reshape(B, 2 * L, P))
-        elif isinstance(term, CodePrior) and term.mean is None:
+        elif isinstance(term, CodePrior) or callable(getattr(term, "diagonal_derivative", None)):
+            # diagonal terms: residual k depends on coordinate k of the term's part only
             K = term.slice.stop - term.slice.start
             J = torch.zeros(B, K, P, dtype=p.dtype, device=p.device)
             if term.part in pk.layout and not pk.joint:
                 sl, _k = pk.layout[term.part]
-                std = term.scale.to(p) if isinstance(term.scale, Tensor) else torch.full((K,), float(term.scale), dtype=p.dtype, device=p.device)
-                d = sw * pk.scales[term.part].to(p) / std
+                if isinstance(term, CodePrior):  # (y - mean) / scale: the mean does not matter
+                    std = term.scale.to(p) if isinstance(term.scale, Tensor) else torch.full((K,), float(term.scale), dtype=p.dtype, device=p.device)
+                    d = sw * pk.scales[term.part].to(p) / std
+                else:
+                    d = sw * pk.scales[term.part].to(p) * term.diagonal_derivative(pk.unpack(p))
                 J[:, torch.arange(K), torch.arange(sl.start, sl.stop)] = d
             rows.append(J)
         else:
@@ -740,11 +745,11 @@ class _PhotoLM:
     It is evaluated on a fixed pixel set (the coverage at the start, dilated by ``pad`` pixels), so
     the residual vector keeps its length while the face moves.
 
-    Jacobian: landmarks and priors by forward-mode autograd (``torch.func``); the photometric rows
-    by forward-mode autograd of a plain re-implementation of the pixel colour with visibility
-    (which triangle covers each pixel) frozen at the current parameters and screen-space
-    barycentric coordinates (the rasteriser's perspective correction is left out of the
-    derivative only), then the chain rule through the clamp and ``rho``.
+    Jacobian, in closed form: landmark and diagonal prior rows from :func:`_stacked_jacobian`
+    (``e_rest`` may hold any terms it handles, e.g. a caller's own priors); the photometric rows by
+    the chain rule through the perspective-correct barycentrics of the pixel's triangle (visibility
+    frozen at the current parameters), the per-vertex quantities of :func:`_vertex_jacobian`
+    (positions, depth, and colours or normals + albedo with ``shading="pixel"``), the clamp and ``rho``.
     """
 
     def __init__(self, dec: FaceDecoder, obs: FaceObservation, pk: "_Packer", e_rest, w_photo: float, eps: float,

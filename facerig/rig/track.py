@@ -27,7 +27,6 @@ Also here: :func:`select_keyframes` (diverse poses and expressions from the trac
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
@@ -181,6 +180,8 @@ class SparseWeights(Term):
     few shapes explain an expression instead of many similar ones sharing it. Residual form
     ``w / sqrt(w + eps)`` for Levenberg-Marquardt."""
 
+    part = "expression"
+
     def __init__(self, sizes: dict, eps: float = 0.05):
         super().__init__()
         self.slice = GraphicCode.slices(sizes)["expression"]
@@ -189,6 +190,13 @@ class SparseWeights(Term):
     def residuals(self, x, y: Tensor) -> Tensor:
         w = y[:, self.slice].clamp(min=0)
         return w / (w + self.eps).sqrt()
+
+    def diagonal_derivative(self, y: Tensor) -> Tensor:
+        """(B, K) d residual_k / d w_k (0 below 0, where the weight is clamped): the closed-form
+        Jacobian hook of :func:`facerig.face.fit._stacked_jacobian`."""
+        w = y[:, self.slice]
+        wc = w.clamp(min=0)
+        return (wc + 2 * self.eps) / (2 * (wc + self.eps) ** 1.5) * (w >= 0).to(w)
 
     def forward(self, x, y: Tensor) -> Tensor:
         return self.residuals(x, y).square().sum(1)
@@ -355,32 +363,15 @@ class FrameTracker:
         sl = self.sl
         return torch.cat([y[:, sl["expression"]], y[:, sl["rotation"]], y[:, sl["translation"]]], 1) / self.p_scale
 
-    def _prior_rows(self, energy: WeightedSum, p: Tensor, skip=("landmarks",), pk=None) -> Tensor:
+    def _prior_rows(self, energy: WeightedSum, p: Tensor, skip=("landmarks",)) -> Tensor:
         """Jacobian rows (B, M, P) of the non-landmark terms of ``energy`` (priors and sparsity: diagonal
-        in the whitened parameters), in ``stacked_residuals`` order."""
-        B, P = p.shape
-        pk = pk or self.pk
-        rows = []
-        for name, term in energy.terms.items():
-            if name in skip:
-                continue
-            sw = math.sqrt(energy.weights[name])
-            part = getattr(term, "part", "expression")
-            sl, k = pk.layout[part]
-            J = torch.zeros(B, k, P, dtype=p.dtype, device=p.device)
-            ar = torch.arange(k, device=p.device)
-            if isinstance(term, CodePrior):
-                std = term.scale.to(p) if isinstance(term.scale, Tensor) else float(term.scale)
-                d = (sw * pk.scales[part].to(p) / std).expand(B, k)
-            elif isinstance(term, SparseWeights):  # d/dw of w / sqrt(w + eps) (0 below 0: clamped)
-                w = (p[:, sl] * pk.scales[part].to(p))
-                wc = w.clamp(min=0)
-                d = sw * (wc + 2 * term.eps) / (2 * (wc + term.eps) ** 1.5) * (w >= 0).to(p) * pk.scales[part].to(p)
-            else:
-                raise TypeError(f"FrameTracker: no closed-form Jacobian for term {name!r}")
-            J[:, ar, sl.start + ar] = d
-            rows.append(J)
-        return torch.cat(rows, 1) if rows else p.new_zeros(B, 0, P)
+        in the whitened parameters, :func:`facerig.face.fit._stacked_jacobian`), in ``stacked_residuals`` order."""
+        from facerig.face.fit import _stacked_jacobian
+
+        rest = {n: (energy.weights[n], t) for n, t in energy.terms.items() if n not in skip}
+        if not rest:
+            return p.new_zeros(p.shape[0], 0, p.shape[1])
+        return _stacked_jacobian(WeightedSum(**rest), None, self.pk, p, None, None)
 
     def _jacobian(self, energy: WeightedSum, obs: FaceObservation, base: Tensor, p: Tensor) -> Tensor:
         """Jacobian (B, M, P) of ``stacked_residuals(energy, obs, self._unpack(p, base))``: landmark rows
@@ -475,10 +466,10 @@ class FrameTracker:
         yc[:, fsl] = yc[:, fsl] * s
         pk = _Packer(yc, self.sizes, self.photo_scales)
         lm_term = LandmarkTerm(self.photo_dec, sigma=self.lm_term.sigma * s, delta=self.lm_term.delta)
-        e_rest = WeightedSum(landmarks=(self.w_landmarks_photo, lm_term))
         priors = self.priors_warm if warm else self.priors_cold
-        prob = _TrackPhotoLM(self.photo_dec, obs, pk, e_rest, self.w_photo, eps=self.photo_eps, size=S, erode=1,
-                             priors=priors, prior_rows=self._prior_rows)
+        e_rest = WeightedSum(landmarks=(self.w_landmarks_photo, lm_term),
+                             **{n: (priors.weights[n], t) for n, t in priors.terms.items()})
+        prob = _PhotoLM(self.photo_dec, obs, pk, e_rest, self.w_photo, eps=self.photo_eps, size=S, erode=1)
         p = pk.pack(yc)
         lo, hi = self.photo_lo, self.photo_hi
         prob.set_support(p)
@@ -538,27 +529,6 @@ class FrameTracker:
         """(468, 2) projected Face Mesh landmarks of a code, frame pixels."""
         with torch.no_grad():
             return self.dec.landmarks2d(y, (self.H, self.W), self.pp, kind="mediapipe468")[0].cpu().numpy()
-
-
-class _TrackPhotoLM(_PhotoLM):
-    """The fitter's photometric LM problem plus the tracker's prior rows (appended after the
-    photometric rows; their Jacobian is diagonal: :meth:`FrameTracker._prior_rows`)."""
-
-    def __init__(self, *args, priors: WeightedSum, prior_rows, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.priors, self.prior_rows = priors, prior_rows
-
-    def residual(self, p: Tensor) -> Tensor:
-        r = super().residual(p)
-        if not self.priors.terms:
-            return r
-        return torch.cat([r, stacked_residuals(self.priors, None, self.pk.unpack(p))], 1)
-
-    def jacobian(self, p: Tensor) -> Tensor:
-        J = super().jacobian(p)
-        if not self.priors.terms:
-            return J
-        return torch.cat([J, self.prior_rows(self.priors, p, skip=(), pk=self.pk)], 1)
 
 
 def rotation_distance(a, b) -> float:
