@@ -24,7 +24,6 @@ _EXPORTS = {
     "ResNetBackbone": "facerig.encoder.networks",
     "MoFALoss": "facerig.encoder.losses",
     "code_loss": "facerig.encoder.losses",
-    "similarity_aligned": "facerig.encoder.losses",
     "train_encoder": "facerig.encoder.training",
     "TrainConfig": "facerig.encoder.training",
     "evaluate": "facerig.encoder.training",

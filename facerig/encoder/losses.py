@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from facerig.encoder.data import SOURCE_FITTED, SOURCE_SYNTHETIC
 from facerig.face.decoder import SH_AMBIENT, FaceDecoder
 from facerig.face.energy import FaceObservation, contour_normals, face_energy
+from facerig.model.geometry import similarity_aligned
 
-__all__ = ["MoFALoss", "code_loss", "similarity_aligned", "observation_from_batch", "DEFAULT_TERMS", "CODE_WEIGHTS"]
+__all__ = ["MoFALoss", "code_loss", "observation_from_batch", "DEFAULT_TERMS", "CODE_WEIGHTS"]
 
 DEFAULT_TERMS = {"photometric": 20000.0, "landmarks": 0.2, "identity": 1.0, "expression": 2.0, "albedo": 1.0,
                  "sigma": 2.0, "delta": 3.0, "contour_weight": 0.5}
@@ -80,35 +81,14 @@ CODE_WEIGHTS = {"aligned": 4.0, "shape": 0.25, "reprojection": 1.0, "depth": 1.0
 """Default weights of :func:`code_loss`'s parts (before: ``shape`` 1 and no ``aligned`` term)."""
 
 
-def similarity_aligned(src: Tensor, dst: Tensor) -> Tensor:
-    """``src`` (B, N, 3) mapped by the similarity ``s R x + t`` that best aligns it onto ``dst``
-    (B, N, 3) in the least-squares sense (Umeyama 1991, batched; reflections excluded). The
-    similarity is computed without gradient: the gradient of ``||aligned(src) - dst||^2`` w.r.t.
-    ``src`` is then exact (the alignment minimises that error)."""
-    with torch.no_grad():
-        a = src - src.mean(1, keepdim=True)
-        b = dst - dst.mean(1, keepdim=True)
-        C = b.transpose(1, 2) @ a / src.shape[1]  # (B, 3, 3)
-        U, S, Vh = torch.linalg.svd(C.double())
-        d = torch.sign(torch.linalg.det(U @ Vh))
-        D = torch.ones_like(S)
-        D[:, 2] = d
-        R = (U * D[:, None]) @ Vh
-        s = (S * D).sum(1) / a.double().square().sum(-1).mean(1).clamp(min=1e-30)
-        sR = (s[:, None, None] * R).to(src.dtype)
-        t = dst.mean(1) - (src.mean(1, keepdim=True) @ sR.transpose(1, 2))[:, 0]
-    return src @ sR.transpose(1, 2) + t[:, None]
-
-
 def code_loss(decoder: FaceDecoder, y_pred: Tensor, y_true: Tensor, image_size: int, principal_point: Tensor,
               weights: dict | None = None) -> Tensor:
     """(B,) per-sample distance between predicted and target code vectors (both in the crop camera).
 
     ``aligned``: mean squared vertex error (identity + expression) in mm^2 after the similarity
     (scale, rotation, translation) that best aligns the predicted shape onto the target - the
-    error :func:`facerig.model.geometry.umeyama`-based benchmarks report; the alignment is solved
-    in closed form without gradient, which gives the exact gradient of the aligned error (it is
-    a minimum over the alignment: envelope theorem);
+    error :func:`facerig.model.geometry.umeyama`-based benchmarks report
+    (:func:`facerig.model.geometry.similarity_aligned`: exact gradient);
     ``shape``: mean squared model-frame vertex error (identity + expression) in mm^2 (includes
     the overall size, which a photo hardly shows: the first identity mode is mostly size);
     ``reprojection``: mean squared 2D error of the 468 landmark vertices in % of the crop side;

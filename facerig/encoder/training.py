@@ -163,7 +163,7 @@ def evaluate(encoder: FaceEncoder, batches, decoder: FaceDecoder, loss: MoFALoss
     per-vertex error after similarity alignment (items with a target code), "loss": mean scaled
     face energy, "n": items}``.
     """
-    from facerig.model.geometry import umeyama
+    from facerig.model.geometry import similarity_aligned
 
     was = encoder.training
     encoder.eval()
@@ -187,11 +187,9 @@ def evaluate(encoder: FaceEncoder, batches, decoder: FaceDecoder, loss: MoFALoss
         code = batch["code"].to(y)
         has = torch.isfinite(code).all(1)
         if has.any():
-            vp = decoder.vertices(y[has]).double().cpu().numpy()
-            vt = decoder.vertices(code[has]).double().cpu().numpy()
-            for a, b in zip(vp, vt):
-                s, R, t = umeyama(a, b, scale=True)
-                geo.append(float(np.linalg.norm(a @ (s * R).T + t - b, axis=1).mean() * 10.0))
+            vp = decoder.vertices(y[has]).double()
+            vt = decoder.vertices(code[has]).double()
+            geo += ((similarity_aligned(vp, vt) - vt).norm(dim=-1).mean(1) * 10.0).tolist()
         en += loss.unsupervised(y, batch).tolist()
         n += B
     encoder.train(was)

@@ -1,11 +1,12 @@
-"""Small NumPy geometry helpers used by the loaders and the model builder (closest points on
-triangle meshes, barycentric coordinates, rigid / similarity alignment)."""
+"""Small geometry helpers used by the loaders, the model builder and the encoder (closest points on
+triangle meshes, barycentric coordinates, rigid / similarity alignment: :func:`umeyama` in NumPy,
+:func:`similarity_aligned` batched in torch)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closest_point_on_triangles", "SurfaceQuery", "barycentric_coordinates", "umeyama"]
+__all__ = ["closest_point_on_triangles", "SurfaceQuery", "barycentric_coordinates", "umeyama", "similarity_aligned"]
 
 
 def closest_point_on_triangles(p, a, b, c):
@@ -94,3 +95,26 @@ def umeyama(src: np.ndarray, dst: np.ndarray, scale: bool = True):
     R = U @ D @ Vt
     s = float(np.trace(np.diag(S) @ D) / (a ** 2).sum(1).mean()) if scale else 1.0
     return s, R, md - s * R @ ms
+
+
+def similarity_aligned(src, dst):
+    """``src`` (B, N, 3) torch tensor mapped by the similarity ``s R x + t`` that best aligns it onto
+    ``dst`` (B, N, 3) in the least-squares sense: :func:`umeyama` batched, in torch (reflections
+    excluded; the SVD in float64). The similarity is computed without gradient, so the gradient
+    of ``||aligned(src) - dst||^2`` w.r.t. ``src`` is exact (the alignment minimises that error:
+    envelope theorem). Returns (B, N, 3) in ``src``'s dtype and device."""
+    import torch
+
+    with torch.no_grad():
+        a = src - src.mean(1, keepdim=True)
+        b = dst - dst.mean(1, keepdim=True)
+        C = b.transpose(1, 2) @ a / src.shape[1]  # (B, 3, 3)
+        U, S, Vh = torch.linalg.svd(C.double())
+        d = torch.sign(torch.linalg.det(U @ Vh))
+        D = torch.ones_like(S)
+        D[:, 2] = d
+        R = (U * D[:, None]) @ Vh
+        s = (S * D).sum(1) / a.double().square().sum(-1).mean(1).clamp(min=1e-30)
+        sR = (s[:, None, None] * R).to(src.dtype)
+        t = dst.mean(1) - (src.mean(1, keepdim=True) @ sR.transpose(1, 2))[:, 0]
+    return src @ sR.transpose(1, 2) + t[:, None]

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from facerig.face import NoFaceError
-from facerig.rig.track import LANDMARK_SHAPE_PRIOR
+from facerig.rig.track import EYE_OPENING_COLOR, LANDMARK_SHAPE_PRIOR, MOUTH_OPENING_COLOR
 
 __all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT"]
 
@@ -136,8 +136,8 @@ class RigOptions:
     photo_light: bool = True
     photo_eps: float = 0.02
     photo_eyes: bool = False
-    smooth_codes: float = 0.034
     photo_mouth: bool = True
+    smooth_codes: float = 0.034
 
     def __post_init__(self):
         for name in ("keyframes", "iterations", "chunk"):
@@ -443,7 +443,8 @@ def _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal=No
 
 
 def _track_frames(reader, points, found, frames, ident, tracker, opts, progress, cache):
-    """Per-frame LM with warm start; chunks of ``opts.chunk`` frames cached."""
+    """Per-frame LM with warm start; chunks of ``opts.chunk`` frames cached. Returns ``(codes (T, D),
+    landmark errors (T,), wall seconds, CPU seconds, frames tracked now (not from the cache))``."""
     T = len(frames)
     D = sum(tracker.sizes.values())
     Y = np.zeros((T, D), np.float64)
@@ -506,8 +507,7 @@ def _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
         if k < T:
             raise RuntimeError(f"the video ended after {k} of {T} frames while tracking")
     bar.close()
-    tracker.cpu_seconds = time.process_time() - c0
-    return Y, err, time.perf_counter() - t0, T - done
+    return Y, err, time.perf_counter() - t0, time.process_time() - c0, T - done
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -776,11 +776,12 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
                            contour_weight=opts.contour_weight, shape_prior=opts.shape_prior,
                            photo_size=opts.photo_size, photo_iterations=opts.photo_iterations, w_photo=opts.w_photo,
                            w_landmarks_photo=opts.w_landmarks_photo, photo_light=opts.photo_light,
-                           photo_eps=opts.photo_eps, **({} if opts.photo_eyes else {"eye_color": None}),
-                           **({} if opts.photo_mouth else {"mouth_color": None}))
-    Y, err, t_track, n_tracked = _track_frames(reader, points, found, frames, ident, tracker, opts, progress, cache)
+                           photo_eps=opts.photo_eps, eye_color=EYE_OPENING_COLOR if opts.photo_eyes else None,
+                           mouth_color=MOUTH_OPENING_COLOR if opts.photo_mouth else None)
+    Y, err, t_track, cpu_track, n_tracked = _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
+                                                          cache)
     timings["tracking"] = t_track
-    timings["tracking_cpu"] = tracker.cpu_seconds
+    timings["tracking_cpu"] = cpu_track
     sl = tracker.sl
     if opts.smooth_codes > 0 and found.sum() > 2:
         from facerig.rig.track import smooth_tracks

@@ -40,7 +40,12 @@ from facerig.face.fit import _PhotoLM, _scales
 from facerig.model import GraphicCode
 
 __all__ = ["FrameTracker", "select_keyframes", "jitter", "similarity_normalise", "smooth_tracks",
-           "LANDMARK_SHAPE_PRIOR"]
+           "LANDMARK_SHAPE_PRIOR", "EYE_OPENING_COLOR", "MOUTH_OPENING_COLOR"]
+
+EYE_OPENING_COLOR = (0.3, 0.3, 0.3)
+"""Albedo the photometric step gives the vertices around the eye openings when asked (RigOptions.photo_eyes)."""
+MOUTH_OPENING_COLOR = (0.25, 0.08, 0.07)
+"""Albedo of the vertices around the mouth opening in the photometric step (an open mouth is dark)."""
 
 LANDMARK_SHAPE_PRIOR = {
     # barely visible in 2-D landmarks (gaze, lip rolls / shrugs / presses, puffs, jaw thrust): x10
@@ -232,17 +237,19 @@ class FrameTracker:
             step, Charbonnier scale of the colour residual.
         photo_light: the SH light is free in that step too.
         eye_color, mouth_color: albedo of the vertices around the eye / mouth openings in that
-            step (open eyes and mouths are dark; None = the person's albedo and the model's skin
-            mask, which leaves the openings' rims out).
+            step (open eyes and mouths are dark, e.g. :data:`EYE_OPENING_COLOR` /
+            :data:`MOUTH_OPENING_COLOR`; None = the person's albedo and the model's skin mask,
+            which leaves the openings' rims out). Defaults as :class:`facerig.rig.RigOptions`:
+            a dark mouth, eyes as skin (dark eyes lowered the blink correlation on the benchmark).
     """
 
     def __init__(self, decoder: FaceDecoder, image_size, focal: float, sigma: float = 2.0, *,
                  w_expression: float = 1.0, w_temporal: float = 1.0, temporal_scales: dict | None = None,
                  iterations: int = 4, first_iterations: int = 15, contour_weight: float = 0.5, delta: float = 3.0,
                  light_ridge: float = 1.0, w_sparse: float = 0.0, eye_weight: float = 1.0, lip_weight: float = 1.0,
-                 shape_prior: dict | None = None, photo_size: int = 0, photo_iterations: int = 2,
+                 shape_prior: dict | None = None, photo_size: int = 0, photo_iterations: int = 1,
                  w_photo: float = 20000.0, w_landmarks_photo: float = 1.0, photo_light: bool = True,
-                 photo_eps: float = 0.02, eye_color=(0.3, 0.3, 0.3), mouth_color=(0.25, 0.08, 0.07)):
+                 photo_eps: float = 0.02, eye_color=None, mouth_color=MOUTH_OPENING_COLOR):
         from facerig.landmarks import MEDIAPIPE_FACE_OVAL
 
         self.dec = decoder
