@@ -197,7 +197,7 @@ def test_fused_fista_layers_match_the_core_fista(shape, restart):
     if shape[0] <= 2 * shape[1]:
         G = Dt @ Dt.T
         out = fista_l1_quadratic(Y0, 25, alpha * step, step, M=torch.eye(shape[0], dtype=G.dtype) - step * G,
-                            C=step * (Xt @ Dt.T), restart=restart)
+                                 C=step * (Xt @ Dt.T), restart=restart)
     else:
         out = fista_l1_quadratic(Y0, 25, alpha * step, step, D=Dt, Xs=step * Xt, restart=restart)
     assert torch.allclose(out, ref, atol=1e-12)
@@ -247,3 +247,11 @@ def test_parallel_support_solves_match_the_serial_ones(monkeypatch):
     assert (os.getpid(), 2) in lasso._POOL                          # the pool did run
     assert torch.equal(torch.isnan(serial), torch.isnan(parallel))
     assert torch.equal(torch.nan_to_num(serial), torch.nan_to_num(parallel))
+    # and both are the exact solutions of G_SS y_S = z_S - alpha s_S (zeros off S), row by row
+    for r in range(0, 300, 37):
+        if torch.isnan(serial[r]).any():                            # singular G_SS: flagged, no solution
+            continue
+        s = S[r].nonzero()[:, 0]
+        ref = torch.zeros(30, dtype=torch.float64)
+        ref[s] = torch.linalg.solve(G[s][:, s], Z[r, s] - 0.3 * signs[r, s])
+        assert torch.allclose(serial[r], ref, atol=1e-9), r
