@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--init: {args.init} takes {enc.input_size} px crops; pass --size {enc.input_size}")
     else:
         backbone = {"width": args.width} if args.arch == "mobile" else {}
-        enc = FaceEncoder(args.arch, args.size, backbone=backbone)
+        enc = FaceEncoder(args.arch, args.size, backbone=backbone, seed=args.seed)
     mode = {"self_supervised": 1.0, "unsupervised": args.unsupervised} if args.unsupervised > 0 else "self_supervised"
     cfg = TrainConfig(mode=mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=100, log_every=20,
                       val_every=max(1, args.steps // 8), seed=args.seed, render_size=args.render_size,

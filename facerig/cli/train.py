@@ -146,7 +146,7 @@ def run(args) -> int:
         raise UserError(f"--batch-size: only {len(data)} training items; lower --batch-size or add data")
     val = None if not val_parts else (val_parts[0] if len(val_parts) == 1 else ConcatDataset(val_parts))
     backbone = {"width": args.width} if args.arch == "mobile" else {}
-    enc = FaceEncoder(args.arch, args.size, backbone=backbone)
+    enc = FaceEncoder(args.arch, args.size, backbone=backbone, seed=args.seed)
     cfg = TrainConfig(mode=MODE_PRESETS[args.mode], steps=args.steps, epochs=args.epochs or 10,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, num_workers=args.workers,
                       render_size=args.render_size)

@@ -56,6 +56,8 @@ class FaceEncoder(nn.Module):
             sizes and prior statistics are stored (the decoder is not part of the encoder).
         margin: the crop margin the translation prior assumes (see the module docstring).
         backbone: keyword arguments of the backbone (``width``/``last`` or ``widths``/``depths``).
+        seed: seed of the backbone's random initial weights (None: torch's global random state);
+            the global random state is left untouched when a seed is given.
 
     ``forward(images (B, S, S, 3) float in [0, 1], focal (B, 1) px, principal_point (B, 2) px)
     -> (B, D)`` code vectors in the crop camera (``D = K_id + K_exp + K_alb + 34``); the focal part
@@ -70,7 +72,7 @@ class FaceEncoder(nn.Module):
     """
 
     def __init__(self, arch: str = "mobile", input_size: int = 128, model="default", margin: float = 0.25,
-                 backbone: dict | None = None):
+                 backbone: dict | None = None, seed: int | None = None):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"arch: expected one of {ARCHITECTURES}, got {arch!r}")
@@ -83,8 +85,11 @@ class FaceEncoder(nn.Module):
         self.backbone_kwargs = dict(backbone or {})
         self.sizes = GraphicCode.sizes_for(fm)
         self.n_out = self.sizes["identity"] + self.sizes["expression"] + self.sizes["albedo"] + 3 + 3 + 27
-        self.backbone = make_backbone(arch, **self.backbone_kwargs)
-        self.head = nn.Linear(self.backbone.out_features, self.n_out)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            self.backbone = make_backbone(arch, **self.backbone_kwargs)
+            self.head = nn.Linear(self.backbone.out_features, self.n_out)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         f32 = dict(dtype=torch.float32)

@@ -116,3 +116,17 @@ def test_folded_inference_path_matches_the_module_and_follows_weight_changes(arc
         expected = enc(img, focal, pp).detach()
     torch.testing.assert_close(changed, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(changed, folded)
+
+
+def test_seeded_encoders_start_from_the_same_weights():
+    """FaceEncoder(seed=s): the same random initial weights for the same seed (a `facerig train`
+    run is reproducible), different ones for another seed, and the global random state untouched."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = FaceEncoder("mobile", 64, backbone={"width": 0.25}, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = FaceEncoder("mobile", 64, backbone={"width": 0.25}, seed=3)
+    c = FaceEncoder("mobile", 64, backbone={"width": 0.25}, seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point() and sa[k].numel() > 1)
