@@ -28,9 +28,7 @@ from torch import Tensor, nn
 from facerig.model import FaceModel, GraphicCode, load_model
 from facerig.render import PerspectiveCamera, antialias, interpolate, rasterize, sh_irradiance, vertex_normals
 from facerig.render.mesh import face_adjacency
-from facerig.render.shading import SH_CONSTANTS, pixel_sh_shading
-
-SHADINGS = ("vertex", "pixel")
+from facerig.render.shading import SH_CONSTANTS, check_shading, pixel_sh_shading
 
 __all__ = ["FaceDecoder", "DecoderOutput", "SH_AMBIENT", "ambient_sh", "make_camera"]
 
@@ -115,9 +113,7 @@ class FaceDecoder(nn.Module):
     def __init__(self, model: FaceModel | str = "default", landmark_kind: str = "ibug68", dtype=None, device=None,
                  shading: str = "vertex"):
         super().__init__()
-        if shading not in SHADINGS:
-            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
-        self.shading = shading
+        self.shading = check_shading(shading)
         if not isinstance(model, FaceModel):
             model = load_model(model)
         if dtype is not None or device is not None:
@@ -202,8 +198,7 @@ class FaceDecoder(nn.Module):
         faces = self.faces.to(verts.device)
         frags = rasterize(verts_pix, faces, (H, W), perspective_correct=True)
         shading = self.shading if shading is None else shading
-        if shading not in SHADINGS:
-            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
+        check_shading(shading)
         alb = self.albedo(code)
         skin = self.skin_weight.to(dtype=verts.dtype, device=verts.device)[None, :, None].expand(verts.shape[0], -1, 1)
         if shade and shading == "pixel":

@@ -47,6 +47,7 @@ from facerig.face.decoder import FaceDecoder
 from facerig.face.energy import (FaceObservation, contour_correspondence, contour_normals, face_energy,
                                  stacked_residuals)
 from facerig.model import DEFAULT_FOCAL_FACTOR, FaceModel, GraphicCode
+from facerig.render.shading import check_shading
 
 __all__ = ["FaceFit", "MultiFrameFit", "NoFaceError", "FitOptions", "fit_image", "fit_faces", "fit_frames",
            "fit_observations", "init_light_albedo", "photometric_refine"]
@@ -180,8 +181,7 @@ class FitOptions:
         if self.photo_subdivide_scheme not in ("midpoint", "butterfly"):
             raise ValueError("photo_subdivide_scheme: expected 'midpoint' or 'butterfly', got "
                              f"{self.photo_subdivide_scheme!r}")
-        if self.photo_shading not in ("vertex", "pixel"):
-            raise ValueError(f"photo_shading: expected 'vertex' or 'pixel', got {self.photo_shading!r}")
+        check_shading(self.photo_shading, "photo_shading")
         if not float(self.photo_eps) > 0:
             raise ValueError(f"photo_eps: expected a positive colour difference (e.g. 0.01), got {self.photo_eps!r}")
 
@@ -756,9 +756,7 @@ class _PhotoLM:
                  size: int, pad: int = 2, erode: int = 0, exclude_faces: Tensor | None = None, shading: str = "vertex"):
         from facerig.energy.terms import WeightedSum  # noqa: F401 (type only)
 
-        if shading not in ("vertex", "pixel"):
-            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
-        self.shading = shading
+        self.shading = check_shading(shading)
 
         self.dec, self.obs, self.pk, self.e_rest = dec, obs, pk, e_rest
         self.w_photo, self.eps = float(w_photo), float(eps)

@@ -34,6 +34,7 @@ from torch import Tensor
 from facerig.face.decoder import SH_AMBIENT, FaceDecoder, make_camera
 from facerig.model import GraphicCode
 from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh
+from facerig.render.shading import check_shading
 
 __all__ = ["BACKGROUND_PHOTOS", "background_photos", "random_crop", "head_rotation", "random_rotation", "random_sh",
            "open_eye_faces", "close_holes", "classify_loops", "smooth_subdivide", "FaceRenderer", "SyntheticFaces",
@@ -275,9 +276,7 @@ class FaceRenderer:
     def __init__(self, faces, n_vertices: int, iris_color=(0.12, 0.08, 0.06), sclera_color=(0.85, 0.82, 0.78), *,
                  styled: bool = False, rest_vertices=None, loop_kinds=None, iris_radius: float = 0.55,
                  mouth_color=(0.32, 0.10, 0.09), smooth: int = 0, shading: str = "vertex"):
-        if shading not in ("vertex", "pixel"):
-            raise ValueError(f"shading: expected 'vertex' or 'pixel', got {shading!r}")
-        self.shading = shading
+        self.shading = check_shading(shading)
         if not isinstance(smooth, (int, np.integer)) or isinstance(smooth, bool) or smooth < 0:
             raise ValueError(f"smooth: expected an int >= 0 (subdivision levels), got {smooth!r}")
         self.smooth = int(smooth)

@@ -10,7 +10,7 @@ from .antialias import antialias as _antialias
 from .interpolate import interpolate, sample_texture
 from .mesh import face_adjacency
 from .raster import Fragments, rasterize
-from .shading import blinn_phong, composite, pixel_sh_shading, sh_irradiance, vertex_normals
+from .shading import blinn_phong, check_shading, composite, pixel_sh_shading, sh_irradiance, vertex_normals
 
 __all__ = ["RenderOutput", "render_mesh", "Renderer"]
 
@@ -80,8 +80,7 @@ def render_mesh(
     """
     if verts.ndim != 3 or verts.shape[-1] != 3:
         raise ValueError(f"verts must be (B, V, 3) camera-space vertices, got {tuple(verts.shape)}")
-    if shading not in ("vertex", "pixel"):
-        raise ValueError(f"shading must be 'vertex' or 'pixel', got {shading!r}")
+    check_shading(shading)
     B, V, _ = verts.shape
     verts_pix = camera.project(verts)
     frags = rasterize(

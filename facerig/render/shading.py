@@ -42,6 +42,8 @@ __all__ = [
     "sh_shading",
     "sh_basis_grad",
     "pixel_sh_shading",
+    "SHADINGS",
+    "check_shading",
     "blinn_phong",
     "composite",
 ]
@@ -162,6 +164,18 @@ def sh_shading(normals: torch.Tensor, albedo: torch.Tensor, gamma: torch.Tensor)
         gamma: (B, 9, 3) or (B, 27) SH coefficients (see the module doc).
     """
     return albedo * sh_irradiance(normals, gamma)
+
+
+SHADINGS = ("vertex", "pixel")
+"""Where the SH light is evaluated: "vertex" (Gouraud: colours at the vertices, interpolated) or
+"pixel" (normals and albedo interpolated, :func:`pixel_sh_shading` per pixel)."""
+
+
+def check_shading(shading: str, name: str = "shading") -> str:
+    """``shading`` if it is one of :data:`SHADINGS`, else ValueError naming ``name``."""
+    if shading not in SHADINGS:
+        raise ValueError(f"{name}: expected 'vertex' or 'pixel', got {shading!r}")
+    return shading
 
 
 def pixel_sh_shading(normals: torch.Tensor, albedo: torch.Tensor, gamma: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
