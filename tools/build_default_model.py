@@ -37,6 +37,14 @@ Steps
   6. Region masks and triangle groups (the triangles closing the mouth and covering the eyes)
      from MediaPipe's own contour index sets (``mediapipe.solutions``), and a hand-designed,
      smooth albedo model (see ``build_albedo``).
+  7. The detail level (``FaceModel.detailed()``: one midpoint subdivision, 468 -> 1833 vertices,
+     whose new vertices lie on the ICT surface): the midpoint of every edge of the registered
+     mesh is embedded at its closest ICT surface point and every ICT shape is sampled there, like
+     the coarse vertices (identity deltas through the same SVD rotation, so the same coefficients
+     drive both levels). Stored as offsets from the edge midpoints (``detail_*``, float16).
+     Edges of the triangles closing the mouth / covering the eyes, and edges whose sampled
+     expression deltas stray more than ``DETAIL_MAX_STRAY`` from their endpoints' mean (the
+     embedding jumped across the touching lips or eyelids), keep the midpoint.
 
 Run: ``.venv/bin/python tools/build_default_model.py`` (about 10-30 s). It prints the
 registration residuals, the landmark-map self-check and the transfer-error tables (mm) and
@@ -67,6 +75,7 @@ FACE_AREA = 9409
 # Non-rigid registration stages: (Laplacian regulariser weight alpha, feature-point weight beta per
 # feature), 6 closest-point iterations each. (Earlier builds guided the registration by 51 points at
 # half these betas; the 27 feature points get twice the weight each, about the same total.)
+DETAIL_MAX_STRAY = 0.3  # cm: see step 7
 SCHEDULE = [(50.0, 10.0), (20.0, 4.0), (8.0, 2.0), (3.0, 0.6), (1.0, 0.2), (0.3, 0.0), (0.1, 0.0)]
 
 
@@ -333,6 +342,56 @@ def build_albedo(uvs: np.ndarray, masks: dict):
     return mean.astype(np.float32), Q.T.reshape(-1, V, 3).astype(np.float32), np.asarray(std, np.float32), names
 
 
+def build_detail(surf_v, cf, ict_mesh, ict_f, neutral, id_raw, exp_raw, R, id_pinv, id_basis, exp_deltas, face_groups, log):
+    """Step 7: offsets of the detail level's new vertices (one per edge, in
+    ``FaceModel._midpoint_topology`` order) from their edge midpoints, in the model frame (cm):
+    ``{"mean": (E, 3), "identity": (K, E, 3), "expression": (53, E, 3)}``.
+
+    ``surf_v``: the coarse vertices embedded on the ICT surface (ICT frame); ``id_raw`` / ``exp_raw``: ICT's identity
+    / expression deltas (N, 9409+, 3); ``id_pinv``: pseudo-inverse of the 468-vertex identity
+    deltas (as columns), so ``id_basis = (id_pinv-rotation of the deltas)``: the same linear map is
+    applied to the samples at the new vertices."""
+    import torch
+
+    from facerig.model import FaceModel
+
+    V = len(surf_v)
+    edges = FaceModel._midpoint_topology(torch.as_tensor(cf), V)[0].numpy()  # (E, 2)
+    a, b = edges[:, 0], edges[:, 1]
+    mid = 0.5 * (surf_v[a] + surf_v[b])
+    closest, _dist, tri = ict_mesh(mid)
+    bary = barycentric(closest, neutral[ict_f[tri]])
+    bary = np.clip(bary, 0, None)
+    bary /= bary.sum(1, keepdims=True)
+    emb = ict_f[tri]
+
+    def samp(x):  # (..., N, 3) -> (..., E, 3), into the model frame's axes (R: model -> ICT rotation)
+        return (x[..., emb, :] * bary[..., None]).sum(-2) @ R
+
+    mean_c = (neutral[emb] * bary[..., None]).sum(1)  # ICT frame; offsets are frame-free up to R
+    mean_off = (mean_c - mid) @ R
+    # identity: the coarse basis is id_basis = T @ deltas(468) with T = id_basis_flat @ pinv(deltas)
+    T = id_basis.reshape(len(id_basis), -1) @ id_pinv.T  # (K, 100)
+    id_fine = np.tensordot(T, samp(id_raw), 1)  # (K, E, 3)
+    id_off = id_fine - 0.5 * (id_basis[:, a] + id_basis[:, b])
+    exp_fine = samp(exp_raw)
+    exp_off = exp_fine - 0.5 * (exp_deltas[:, a] + exp_deltas[:, b])
+    # keep the midpoint where there is no ICT surface (mouth / eye closing triangles) or where the
+    # embedding jumped across touching lips / eyelids (expression deltas unlike the endpoints')
+    closing = face_groups["mouth_opening"] | face_groups["eye_openings"]
+    open_edges = {tuple(sorted(e)) for f in cf[~closing] for e in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    inside = np.array([(int(x), int(y)) not in open_edges for x, y in edges])
+    stray = np.abs(exp_off).max(axis=(0, 2)) > DETAIL_MAX_STRAY
+    keep = inside | stray
+    for off in (mean_off, id_off.transpose(1, 0, 2), exp_off.transpose(1, 0, 2)):
+        off[keep] = 0.0
+    d = np.linalg.norm(mean_off, axis=1) * 10
+    log(f"detail level: {len(edges)} new vertices (468 -> {V + len(edges)}); offset from the edge midpoint "
+        f"mean {d.mean():.3f} mm, max {d.max():.2f} mm; kept at the midpoint: {int(inside.sum())} edges of the "
+        f"mouth / eye closing triangles, {int((stray & ~inside).sum())} whose embedding strays (> {DETAIL_MAX_STRAY * 10:g} mm)")
+    return {"mean": mean_off, "identity": id_off, "expression": exp_off}
+
+
 def atomic_save_npz(path: Path, **arrays):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
@@ -460,6 +519,11 @@ def main(argv=None) -> int:
     log(f"triangles closing the mouth: {face_groups['mouth_opening'].sum()}, over the eyes: {face_groups['eye_openings'].sum()}")
     alb_mean, alb_basis, alb_std, alb_names = build_albedo(uvs, masks)
 
+    # 7. detail level: the ICT surface at the registered mesh's edge midpoints
+    detail = build_detail(emb_pos, cf, ict_mesh, ict_f, neutral, z["identity"].astype(float) - neutral,
+                          z["expression"][order].astype(float) - neutral, R,
+                          np.linalg.pinv(id_deltas.reshape(len(id_deltas), -1).T), id_basis, exp_deltas, face_groups, log)
+
     # ---------------------------------------------------------------- transfer-error tables
     # (a) at the canonical vertices: ICT shape sampled at the embedding vs the model's shape
     # (b) at ICT vertices covered by the canonical mesh: ICT vertex vs the model surface point
@@ -578,6 +642,7 @@ def main(argv=None) -> int:
         landmarks_ibug68_dense=dense_ids.astype(np.int32), landmarks_ibug68_dense_weights=dense_w.astype(np.float32),
         **{f"mask_{k}": v for k, v in masks.items()},
         **{f"facegroup_{k}": v for k, v in face_groups.items()},
+        **{f"detail_{k}": v.astype(np.float16) for k, v in detail.items()},
     )
     atomic_save_npz(args.out, **arrays)
     log(f"\nwrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) in {time.time() - t_start:.1f} s")

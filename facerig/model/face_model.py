@@ -187,12 +187,17 @@ class FaceModel:
             (the 18 triangles that close the mouth between the inner lips) and "eye_openings" (the
             28 triangles over the eyeballs); renderers may drop them (``faces[~group]``).
         lbs: optional :class:`LinearBlendSkinning` (FLAME): neck, jaw and eye rotations.
+        detail: optional dict of the model's finer surface (:meth:`detailed`): for each new vertex
+            of one level of :meth:`subdivide` (one per edge, in its order, E of them), its offset
+            from the edge midpoint: ``"mean"`` (E, 3) cm, ``"identity"`` (K_id, E, 3),
+            ``"expression"`` (K_exp, E, 3). The default model's come from the ICT-FaceKit surface
+            it was sampled from (tools/build_default_model.py); None for other models.
     """
 
     def __init__(self, *, mean, faces, identity_basis=None, identity_std=None, expression_basis=None,
                  expression_std=None, expression_names=None, albedo_mean=None, albedo_basis=None,
                  albedo_std=None, uvs=None, uv_faces=None, landmark_maps=None, masks=None, face_groups=None,
-                 lbs=None, name="face model", unit="cm", license="", source=""):
+                 lbs=None, name="face model", unit="cm", license="", source="", detail=None):
         mean = torch.as_tensor(mean)
         if not mean.is_floating_point():
             mean = mean.float()
@@ -257,6 +262,20 @@ class FaceModel:
                 raise ValueError(f"face group {k!r}: expected {faces.shape[0]} values, got {g.shape[0]}")
         self.lbs = lbs.to(dtype=dt) if lbs is not None else None
         self.name, self.unit, self.license, self.source = name, unit, license, source
+        self.detail = None
+        if detail is not None:
+            if lbs is not None:
+                raise ValueError("detail: not supported on skinned models (lbs)")
+            n_edges = int(self._midpoint_topology(faces, V)[0].shape[0])
+            want = {"mean": (n_edges, 3), "identity": (self.n_identity, n_edges, 3),
+                    "expression": (self.n_expression, n_edges, 3)}
+            if set(detail) != set(want):
+                raise ValueError(f"detail: expected the keys {sorted(want)}, got {sorted(detail)}")
+            self.detail = {k: torch.as_tensor(v).to(dt).contiguous() for k, v in detail.items()}
+            for k, shape in want.items():
+                if tuple(self.detail[k].shape) != shape:
+                    raise ValueError(f"detail[{k!r}]: expected shape {shape} (one row per mesh edge), "
+                                     f"got {tuple(self.detail[k].shape)}")
 
     # ------------------------------------------------------------------ sizes and devices
     @property
@@ -328,7 +347,8 @@ class FaceModel:
             masks={k: f(v) for k, v in self.masks.items()},
             face_groups={k: i(v) for k, v in self.face_groups.items()},
             lbs=None if self.lbs is None else self.lbs.to(*args, **kwargs),
-            name=self.name, unit=self.unit, license=self.license, source=self.source)
+            name=self.name, unit=self.unit, license=self.license, source=self.source,
+            detail=None if self.detail is None else {k: f(v) for k, v in self.detail.items()})
 
     # ------------------------------------------------------------------ evaluation
     def _coeffs(self, name, c, k, batch=None):
@@ -451,6 +471,41 @@ class FaceModel:
         for _ in range(levels):
             m = m._subdivide_once()
         return m
+
+    @property
+    def has_detail(self) -> bool:
+        """True when the model ships a finer surface (:attr:`detail`, :meth:`detailed`)."""
+        return self.detail is not None
+
+    def detailed(self) -> "FaceModel":
+        """The model's finer surface: :meth:`subdivide` once (about 4x the triangles; the original
+        vertices keep their indices, positions and landmark maps), then each new vertex moved from
+        its edge midpoint by :attr:`detail` - its mean, identity and expression rows, so the result
+        is the same linear model (same code, same coefficients) with a surface that follows the
+        source data between the coarse vertices (the default model: the ICT-FaceKit surface).
+        Albedo, masks and UVs are interpolated as in :meth:`subdivide`.
+
+        Raises:
+            ValueError: the model has no detail level (:attr:`has_detail`); use :meth:`subdivide`.
+        """
+        if self.detail is None:
+            raise ValueError(f"model {self.name!r} has no detail level; use subdivide() for a midpoint subdivision")
+        sub = self.subdivide(1)
+        V, d = self.n_vertices, self.detail
+
+        def moved(x, off, axis=0):
+            x = x.movedim(axis, 0).clone()
+            x[V:] = x[V:] + off.movedim(axis, 0).to(x)
+            return x.movedim(0, axis)
+
+        return FaceModel(
+            mean=moved(sub.mean, d["mean"]), faces=sub.faces,
+            identity_basis=moved(sub.identity_basis, d["identity"], 1), identity_std=sub.identity_std,
+            expression_basis=moved(sub.expression_basis, d["expression"], 1), expression_std=sub.expression_std,
+            expression_names=sub.expression_names, albedo_mean=sub.albedo_mean, albedo_basis=sub.albedo_basis,
+            albedo_std=sub.albedo_std, uvs=sub.uvs, uv_faces=sub.uv_faces, landmark_maps=sub.landmark_maps,
+            masks=sub.masks, face_groups=sub.face_groups, lbs=None, name=sub.name, unit=sub.unit,
+            license=sub.license, source=sub.source)
 
     @staticmethod
     def _midpoint_topology(faces: torch.Tensor, n: int):

@@ -219,7 +219,9 @@ def load_npz(path, dtype=torch.float32) -> FaceModel:
         masks={k: _t(v, dtype) for k, v in masks.items()},
         face_groups={k: _t(v, torch.bool) for k, v in groups.items()},
         name=str(data.get("name", path.stem)), unit=str(data.get("unit", "cm")),
-        license=str(data.get("license", "")), source=str(data.get("source", str(path))))
+        license=str(data.get("license", "")), source=str(data.get("source", str(path))),
+        detail={k: _t(data[f"detail_{k}"], dtype) for k in ("mean", "identity", "expression")}
+        if "detail_mean" in data else None)
 
 
 def save_npz(model: FaceModel, path) -> Path:
@@ -254,6 +256,8 @@ def save_npz(model: FaceModel, path) -> Path:
         arrays[f"mask_{k}"] = v.cpu().numpy()
     for k, v in model.face_groups.items():
         arrays[f"facegroup_{k}"] = v.cpu().numpy()
+    for k, v in (model.detail or {}).items():
+        arrays[f"detail_{k}"] = v.cpu().numpy()
     with atomic_open(path) as fh:
         np.savez_compressed(fh, **arrays)
     return path

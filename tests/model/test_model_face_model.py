@@ -207,3 +207,40 @@ def test_float64_gradients(model):
         return m.landmarks(m.shape(full)).pow(2).sum()
 
     assert torch.autograd.gradcheck(f, (a,))
+
+
+def test_default_model_detail_level(tmp_path):
+    """The detail level: the original vertices and landmark maps unchanged, the same code drives
+    both levels (linear), the new vertices stay near their edge midpoints, save/load keeps it."""
+    from facerig.model import load_model
+    from facerig.model.loaders import load_npz, save_npz
+
+    m = load_model("default")
+    assert m.has_detail
+    d = m.detailed()
+    sub = m.subdivide(1)
+    V = m.n_vertices
+    assert d.n_vertices == sub.n_vertices == V + m.detail["mean"].shape[0]
+    assert torch.equal(d.faces, sub.faces)
+    g = torch.Generator().manual_seed(0)
+    s = m.sample(2, g, expression_scale=0.5)
+    coarse = m.shape(s["identity"], s["expression"])
+    fine = d.shape(s["identity"], s["expression"])
+    assert torch.allclose(fine[:, :V], coarse, atol=1e-5)
+    # a new vertex = its edge midpoint + mean offset + the coefficients' offsets (linear in the code)
+    mid = sub.shape(s["identity"], s["expression"])[:, V:]
+    off = (m.detail["mean"] + torch.einsum("bk,kev->bev", s["identity"], m.detail["identity"])
+           + torch.einsum("bk,kev->bev", s["expression"], m.detail["expression"]))
+    assert torch.allclose(fine[:, V:], mid + off, atol=1e-4)
+    # the ICT surface lies within a few mm of the coarse facets (mean offset well under 1 mm)
+    assert float(m.detail["mean"].norm(dim=-1).mean()) < 0.1  # cm
+    assert float(m.detail["mean"].norm(dim=-1).max()) < 0.6
+    with pytest.raises(ValueError, match="no detail level"):
+        sub.detailed()
+    p = save_npz(m, tmp_path / "m.npz")
+    m2 = load_npz(p)
+    assert m2.has_detail and all(torch.equal(m2.detail[k], m.detail[k]) for k in m.detail)
+    with pytest.raises(ValueError, match="detail"):
+        type(m)(mean=m.mean, faces=m.faces, identity_basis=m.identity_basis, identity_std=m.identity_std,
+                expression_basis=m.expression_basis, expression_std=m.expression_std,
+                detail={k: v[..., :-1, :] for k, v in m.detail.items()})
