@@ -32,7 +32,11 @@ correspondence, so it is recomputed here: rigid alignment of the default mean fa
 neutral (landmarks, then closest-point ICP), then the closest ICT surface point (triangle +
 barycentric coordinates) of every default vertex.
 
-Self-fit render (``--gt-subdivide``, ``--gt-smooth``): the self-fit ground truth can be rendered
+Self-fit render (``--gt-detail``, default on): the self-fit ground truth is the model's face on its
+detail surface (:meth:`facerig.model.FaceModel.detailed`: 1833 vertices, the new ones on the ICT
+surface the default model was sampled from), the surface the fitter renders from 120 px on;
+``--gt-detail 0`` renders the 468-vertex mesh (the benchmark before the detail level existed).
+(``--gt-subdivide``, ``--gt-smooth``): the self-fit ground truth can also be rendered
 from a subdivided version of the model's mesh. ``--gt-subdivide K`` (midpoint, K levels): the
 same piecewise-linear surface with its per-vertex shading sampled 4^K times more densely (closer
 to per-pixel shading; the coarse 468-vertex Gouraud look is a render artefact, not a property of
@@ -158,14 +162,15 @@ def make_sample(rng, gen: SyntheticFaces, ict: IctTruth | None):
 
 
 def run(n, seed, ict_model, opts, label, save_examples=None, gt_smooth=0, gt_subdivide=0, gt_shading="vertex",
-        ict_albedo="nearest"):
+        ict_albedo="nearest", gt_detail=True):
     from facerig.landmarks import detect_landmarks
     dec = FaceDecoder("default")
-    if ict_model or not gt_subdivide:
+    gt_model = dec.model.detailed() if gt_detail and dec.model.has_detail and not ict_model else dec.model
+    if ict_model or not (gt_subdivide or gt_model is not dec.model):
         gen = SyntheticFaces(dec, size=SIZE, focal=FOCAL, smooth=0 if ict_model else gt_smooth,
                              shading="vertex" if ict_model else gt_shading)
-    else:  # the same surface, shaded on a midpoint-subdivided mesh (its first 468 vertices are the model's)
-        gen = SyntheticFaces(FaceDecoder(dec.model.subdivide(gt_subdivide)), size=SIZE, focal=FOCAL, smooth=gt_smooth,
+    else:  # the model's detail surface and / or a midpoint-subdivided mesh (its first 468 vertices are the model's)
+        gen = SyntheticFaces(FaceDecoder(gt_model.subdivide(gt_subdivide)), size=SIZE, focal=FOCAL, smooth=gt_smooth,
                              shading=gt_shading)
     rng = np.random.default_rng(seed)
     ict = IctTruth(dec, ICT_DIR, ict_albedo) if ict_model else None
@@ -237,7 +242,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared 2-core machine)")
     ap.add_argument("--no-ict", action="store_true", help="skip the cross-model (ICT-FaceKit ground truth) run")
     ap.add_argument("--no-self", action="store_true", help="skip the self-fit run")
-    ap.add_argument("--scheme", choices=("midpoint", "butterfly"), default=None,
+    ap.add_argument("--scheme", choices=("midpoint", "butterfly", "detail"), default=None,
                     help="subdivision scheme of the photometric render mesh (default: FitOptions)")
     ap.add_argument("--iterations", type=int, default=None,
                     help="photometric LM iterations in total (default: FitOptions.photo_schedule, 9)")
@@ -255,6 +260,9 @@ def main(argv=None):
     ap.add_argument("--gt-subdivide", type=int, default=GT_SUBDIVIDE,
                     help=f"self-fit run: midpoint-subdivision levels of the ground-truth render (default {GT_SUBDIVIDE}: "
                          "the same surface with its shading sampled more densely; 0 = the coarse mesh as before)")
+    ap.add_argument("--gt-detail", type=int, default=1, choices=(0, 1),
+                    help="self-fit ground truth: render the model's detail surface (FaceModel.detailed(), 1833 "
+                         "vertices on the ICT surface; default 1) or its 468-vertex mesh (0, as before)")
     ap.add_argument("--gt-shading", choices=("vertex", "pixel"), default="vertex",
                     help="self-fit ground truth: per-vertex (Gouraud, default) or per-pixel SH shading "
                          "(FaceRenderer shading); match it to --set photo_shading=... for a matched self-fit")
@@ -297,10 +305,11 @@ def main(argv=None):
           f"alb {opts.w_albedo}, render subdivision {opts.photo_subdivide} {opts.photo_subdivide_scheme} (from {opts.photo_subdivide_min_size} px), silhouette erosion {opts.photo_erode} px, "
           f"shading {opts.photo_shading}")
     if not args.no_self:
-        print(f"self-fit ground truth rendered with {args.gt_subdivide} level(s) of midpoint subdivision and "
+        print(f"self-fit ground truth rendered {'on the model detail surface' if args.gt_detail else 'on the 468-vertex mesh'}"
+              f" with {args.gt_subdivide} level(s) of midpoint subdivision and "
               f"{args.gt_smooth} of curved subdivision (FaceRenderer smooth), {args.gt_shading} shading")
         run(n, args.seed, False, opts, "self-fit (default model generates and fits)", ex, args.gt_smooth, args.gt_subdivide,
-            args.gt_shading)
+            args.gt_shading, gt_detail=bool(args.gt_detail))
     if not args.no_ict:
         if (ICT_DIR / "ict_face_area_morphs.npz").exists():
             run(n, args.seed + 1, True, opts, "cross-model (ICT-FaceKit generates, default model fits)", ex,

@@ -32,7 +32,14 @@ def _truth(dec, yaw_deg, pitch_deg, seed):
     return code
 
 
-def _render(dec, code):
+_DETAILED = {}
+
+
+def _render(dec, code, detail=False):
+    """The face of ``code`` on the model's 468-vertex mesh, or (``detail``) on its detail surface."""
+    if detail:
+        from facerig.face import FaceDecoder
+        dec = _DETAILED.setdefault(id(dec), FaceDecoder(dec.model.detailed()))
     with torch.no_grad():
         out = dec(code, (SIZE, SIZE), antialias_edges=True, background=0.3)
     return (out.image[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -51,7 +58,9 @@ def test_round_trip_from_ground_truth_landmarks(decoder, yaw, pitch, seed):
     with torch.no_grad():
         lm468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
         lm68 = dec.landmarks2d(code, (SIZE, SIZE), kind="ibug68")[0].numpy()
-    fit = fit_image(img, dec, landmarks=lm468, focal=FOCAL, options=FitOptions(photo_iterations=3, **CLEAN), keep_stages=True)
+    # the image is drawn on the 468-vertex mesh: the fitter renders that mesh too (no detail level)
+    fit = fit_image(img, dec, landmarks=lm468, focal=FOCAL, options=FitOptions(photo_iterations=3, photo_subdivide=0, **CLEAN),
+                    keep_stages=True)
     assert _angle_deg(fit.code.rotation, code.rotation) < 2.0
     # depth trades off against the face's size (identity): within 5 % of the distance
     assert float((fit.code.translation - code.translation).norm()) < 0.05 * float(code.translation.norm())
@@ -70,6 +79,31 @@ def test_round_trip_from_ground_truth_landmarks(decoder, yaw, pitch, seed):
     assert err(fit.stages["landmarks"]) < 0.6 * err(fit.stages["pose"])
     assert set(fit.energies) >= {"landmarks", "photometric", "identity", "expression", "albedo", "total"}
     assert fit.timings["total"] > 0
+
+
+def test_detail_level_round_trip(decoder):
+    """A face drawn on the model's detail surface: the default fit (detail level from 120 px)
+    recovers pose and landmarks, and its shape beats the same fit on the 468-vertex mesh only."""
+    dec = decoder
+    assert dec.model.has_detail
+    code = _truth(dec, 25.0, 10.0, 0)
+    img = _render(dec, code, detail=True)
+    with torch.no_grad():
+        lm468 = dec.landmarks2d(code, (SIZE, SIZE), kind="mediapipe468")[0].numpy()
+    gt = dec.vertices(code)[0].detach().double().numpy()
+    from facerig.model.geometry import umeyama
+
+    def err(v):
+        v = v.double().numpy()
+        s, R, t = umeyama(v, gt)
+        return np.linalg.norm(v @ (s * R).T + t - gt, axis=1).mean()
+
+    fits = {sub: fit_image(img, dec, landmarks=lm468, focal=FOCAL, options=FitOptions(photo_iterations=5, photo_subdivide=sub, **CLEAN))
+            for sub in (0, 1)}
+    assert _angle_deg(fits[1].code.rotation, code.rotation) < 1.5
+    assert fits[1].landmark_error_px < 1.0
+    assert fits[1].landmark_error_px < 0.7 * fits[0].landmark_error_px
+    assert err(fits[1].vertices.reshape(-1, 3)) < err(fits[0].vertices.reshape(-1, 3))
 
 
 def test_round_trip_sparse_landmarks(decoder):
@@ -252,7 +286,7 @@ def test_vertex_and_landmark_jacobians_match_autograd(decoder64):
     assert torch.allclose(Jr, Jr_ref, atol=1e-7 * float(Jr_ref.abs().max()))
 
 
-@pytest.mark.parametrize("subdivide,erode,scheme", [(0, 0, "midpoint"), (1, 1, "midpoint"), (1, 0, "butterfly")])
+@pytest.mark.parametrize("subdivide,erode,scheme", [(0, 0, "midpoint"), (1, 1, "midpoint"), (1, 0, "butterfly"), (1, 0, "detail")])
 def test_photometric_lm_jacobian_matches_finite_differences(subdivide, erode, scheme):
     """Photometric rows (perspective-correct barycentrics, frozen visibility, Charbonnier root, clamp)
     against central differences of the rendered residuals, also on a subdivided render mesh with the
