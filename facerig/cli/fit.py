@@ -5,7 +5,8 @@
     facerig fit photos/ more.png -o out/fit        # a batch: folders are scanned for images
 
 Per input, ``OUT/<stem>/`` receives ``mesh.obj`` (or ``mesh.glb``; model frame, cm, albedo vertex
-colours), ``overlay.png`` (the fitted face rendered over the photo), ``landmarks.png`` (detected
+colours; on the model's detail surface when it has one - the default model's 1833 vertices, the
+first 468 its Face Mesh vertices), ``overlay.png`` (the fitted face rendered over the photo), ``landmarks.png`` (detected
 landmarks in green, the fitted model's in red) and ``code.json`` (graphic code, model name,
 camera, landmarks68, detected landmarks, energies, errors, timings).
 
@@ -69,6 +70,23 @@ def _unique_stems(paths) -> list[str]:
     return out
 
 
+def export_face_mesh(path: Path, model, identity, expression, albedo) -> int:
+    """Write the face of the (1, K) coefficients as a mesh (model frame, cm, albedo vertex colours)
+    on the model's detail surface when it has one (:meth:`facerig.model.FaceModel.detailed`: the
+    default model's 1833 vertices, the first 468 being its Face Mesh vertices), else on its mesh.
+    Returns the number of vertices written."""
+    import torch
+
+    from facerig.model import export_mesh
+
+    m = model.detailed() if model.has_detail else model
+    with torch.no_grad():
+        shape = m.shape(identity.to(m.mean), expression.to(m.mean))[0].cpu()
+        colors = m.albedo(albedo.to(m.mean))[0].clamp(0, 1).cpu()
+    export_mesh(path, shape.numpy(), m.faces.cpu().numpy(), colors=colors.numpy())
+    return m.n_vertices
+
+
 def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
     """Write mesh, overlay.png, landmarks.png and code.json of a :class:`facerig.face.FaceFit` (atomically)."""
     import cv2
@@ -76,16 +94,12 @@ def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
 
     from facerig.io import atomic_write, write_image
     from facerig.landmarks import as_rgb_uint8, draw_landmarks
-    from facerig.model import export_mesh
 
     folder.mkdir(parents=True, exist_ok=True)
     rgb = as_rgb_uint8(image)
     dec = fit.decoder
-    with torch.no_grad():
-        shape = dec.model.shape(fit.code.identity, fit.code.expression)[0].cpu()
-        colors = dec.model.albedo(fit.code.albedo)[0].clamp(0, 1).cpu()
     mesh = folder / f"mesh.{mesh_format}"
-    export_mesh(mesh, shape.numpy(), dec.model.faces.cpu().numpy(), colors=colors.numpy())
+    n_vertices = export_face_mesh(mesh, dec.model, fit.code.identity, fit.code.expression, fit.code.albedo)
 
     write_image(folder / "overlay.png", fit.render(rgb, alpha=0.75))
     scale = min(1.0, 1024 / max(rgb.shape[:2]))
@@ -97,7 +111,9 @@ def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
     write_image(folder / "landmarks.png", pic)
     data = fit.to_dict()
     data["mesh"] = {"file": mesh.name, "frame": "model frame (x subject's left, y up, z toward the viewer), cm",
-                    "colors": "albedo"}
+                    "colors": "albedo", "vertices": n_vertices,
+                    "surface": "detail level (the first model.n_vertices are the model's)" if dec.model.has_detail
+                    else "the model's mesh"}
     atomic_write(folder / "code.json", json.dumps(data, indent=1))
     return data
 

@@ -69,9 +69,8 @@ def _video(rec, path: Path, folder: Path, args, say) -> int:
     """Reconstruct a video into ``folder``; returns the number of frames with a face."""
     import torch
 
-    from facerig.cli.fit import write_outputs
+    from facerig.cli.fit import export_face_mesh, write_outputs
     from facerig.io import atomic_open
-    from facerig.model import export_mesh
     from facerig.video import VideoReader, VideoWriter
 
     stop = None
@@ -118,13 +117,9 @@ def _video(rec, path: Path, folder: Path, args, say) -> int:
         with atomic_open(folder / "codes.jsonl", "w") as fh:
             fh.write("".join(line + "\n" for line in lines))
         dec = rec.decoder
-        with torch.no_grad():
-            ident = torch.stack(ids).mean(0, keepdim=True).to(dec.model.mean)
-            alb = torch.stack(albs).mean(0, keepdim=True).to(dec.model.mean)
-            shape = dec.model.shape(ident, torch.zeros(1, dec.model.n_expression).to(ident))[0].cpu()
-            colors = dec.model.albedo(alb)[0].clamp(0, 1).cpu()
-        export_mesh(folder / f"mesh.{args.format}", shape.numpy(), dec.model.faces.cpu().numpy(),
-                    colors=colors.numpy())
+        ident = torch.stack(ids).mean(0, keepdim=True)
+        export_face_mesh(folder / f"mesh.{args.format}", dec.model, ident, torch.zeros(1, dec.model.n_expression),
+                         torch.stack(albs).mean(0, keepdim=True))
         say(f"{path}: {found} of {k} frames reconstructed in {time.perf_counter() - t0:.2f} s "
             f"({k / max(time.perf_counter() - t0, 1e-9):.1f} frames/s) -> {folder}")
     else:

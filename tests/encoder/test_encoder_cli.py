@@ -89,7 +89,7 @@ def test_reconstruct_cli_batch(folder, encoder_file, tmp_path, capsys):
     assert [d["frame"] for d in lines] == [0, 1, 2, 3] and all(d["face"] for d in lines)
     assert len(lines[0]["landmarks68"]) == 68 and "detected_landmarks" not in lines[0]
     assert lines[1]["time_s"] == pytest.approx(1 / 8, abs=1e-3)
-    assert (video / "mesh.obj").read_text().count("\nv ") == 468
+    assert (video / "mesh.obj").read_text().count("\nv ") == 1833  # the detail surface
     from facerig.video import VideoReader
     with VideoReader(video / "overlay.mp4") as v:
         assert v.size == (160, 160) and len(list(v)) == 4

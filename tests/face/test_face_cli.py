@@ -47,7 +47,15 @@ def test_batch_continues_past_failures(folder, tmp_path, capsys):
     ov = cv2.imread(str(res / "overlay.png"))
     assert ov.shape == (512, 512, 3)
     obj = (res / "mesh.obj").read_text()
-    assert obj.count("\nv ") == 468
+    assert obj.count("\nv ") == 1833  # the detail surface; the first 468 are the Face Mesh vertices
+    import torch
+
+    from facerig.model import load_model
+    verts = np.array([[float(t) for t in line.split()[1:4]] for line in obj.splitlines() if line.startswith("v ")])
+    c = code["code"]
+    ref = load_model("default").shape(torch.tensor([c["identity"]]), torch.tensor([c["expression"]]))[0].numpy()
+    assert np.abs(verts[:468] - ref).max() < 2e-3  # cm; code.json keeps 5 decimals
+    assert code["mesh"]["vertices"] == 1833
 
 
 def test_single_faceless_input_exits_2(folder, tmp_path, capsys):
