@@ -75,17 +75,25 @@ def main(argv=None) -> int:
     ap.add_argument("--aligned-weight", type=float, default=CODE_WEIGHTS["aligned"],
                     help="weight of the similarity-aligned shape part of the code loss (default "
                          f"{CODE_WEIGHTS['aligned']:g}; what the benchmarks measure)")
+    ap.add_argument("--detail", type=int, default=1, choices=(0, 1),
+                    help="render the synthetic faces on the face model's detail surface (FaceModel.detailed(); "
+                         "default 1, the surface tools/bench_fit.py and bench_encoder.py render) or its mesh (0)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_photo = int(round(args.faces * args.photo_share))
-    synth = SyntheticFaceDataset(args.faces, args.size, seed=args.seed, cache=True)
+    from facerig.face import FaceDecoder
+    from facerig.model import load_model
+
+    model = load_model("default")
+    gen_dec = FaceDecoder(model.detailed()) if args.detail and model.has_detail else None
+    synth = SyntheticFaceDataset(args.faces, args.size, seed=args.seed, cache=True, decoder=gen_dec)
     parts = [synth]
     if n_photo:
         photos = SamplePhotoDataset(n_photo, args.size, seed=args.seed)
         print(f"real photos: {', '.join(photos.names)} ({n_photo} augmented crops)")
         parts.append(photos)
     data = torch.utils.data.ConcatDataset(parts)
-    val_parts = [SyntheticFaceDataset(48, args.size, seed=10_000 + args.seed)]
+    val_parts = [SyntheticFaceDataset(48, args.size, seed=10_000 + args.seed, decoder=gen_dec)]
     if n_photo:
         val_parts.append(SamplePhotoDataset(8, args.size, seed=10_000 + args.seed))
     val = torch.utils.data.ConcatDataset(val_parts)
