@@ -22,12 +22,14 @@
    NMSE (dB) per layer of LISTA, LISTA-CP (support selection), ALISTA (support selection), ISTA, FISTA.
 3. scikit-learn in the same run: 10,000 patch codes, same problem, alpha = 0.1, to a relative
    objective gap of 1e-6 (float64): facerig FISTA with certified support polishing
-   (facerig.sparse.lasso_solve(polish=True): float32 FISTA rounds written as fused ISTA layers,
-   exact batched Cholesky solves on the detected supports with float32 KKT pre-checks, one
-   float64 duality-gap certificate of the final codes) vs sklearn.decomposition.sparse_encode
-   lasso_cd (1 job and n_jobs=2: the speed-up is given against both) / lasso_lars, wall-clock
-   medians of interleaved runs, thread counts stated; and LISTA inference vs both at matched
-   code error. --atoms also selects part 3's dictionaries.
+   (facerig.sparse.lasso_solve(polish=True): FISTA rounds written as fused ISTA layers, the
+   first in bfloat16 where the CPU has native bfloat16 products, exact batched Cholesky solves on
+   the detected supports with float32 KKT pre-checks, one float64 duality-gap certificate of
+   the final codes; row chunks in parallel threads with 2 torch threads) vs
+   sklearn.decomposition.sparse_encode lasso_cd (1 job and n_jobs=2: the speed-up is given
+   against both) / lasso_lars, wall-clock and CPU-time medians of interleaved runs, thread
+   counts stated; and LISTA inference vs both at matched code error. --atoms also selects part
+   3's dictionaries.
 
 Prints markdown tables, writes plots (PNG) and results.json under --out. The learned
 dictionaries are cached there (dict_<n>.pt) and reused by later runs.
@@ -344,15 +346,22 @@ N_CODES: int | None = None  # --codes
 
 
 def _timed_runs(methods: dict, reps: int) -> dict:
-    """Run every method ``reps`` times, interleaved (A B C A B C ...); wall-clock seconds per run."""
+    """Run every method ``reps`` times, interleaved (A B C A B C ...; a 0.2 s pause before each
+    run, not timed). Returns per method
+    ``(wall seconds per run, codes, CPU seconds per run of this process)`` (the CPU time of
+    worker processes, e.g. scikit-learn's n_jobs=2, is not counted)."""
     times: dict = {k: [] for k in methods}
+    cpu: dict = {k: [] for k in methods}
     outs: dict = {}
     for _ in range(reps):
         for name, fn in methods.items():
+            time.sleep(0.2)                 # let the previous method's worker processes / threads settle
+            c = time.process_time()
             t = time.perf_counter()
             outs[name] = fn()
             times[name].append(time.perf_counter() - t)
-    return {k: (times[k], torch.as_tensor(outs[k])) for k in methods}
+            cpu[name].append(time.process_time() - c)
+    return {k: (times[k], torch.as_tensor(outs[k]), cpu[k]) for k in methods}
 
 
 def part3(out: Path, quick: bool, results: dict) -> None:
@@ -371,9 +380,10 @@ def part3(out: Path, quick: bool, results: dict) -> None:
           f"tol = 1e-8 (coordinate updates, then duality gap <= 1e-8·‖x‖², i.e. a relative gap of about 4e-8 "
           f"here: stricter than 1e-6), so facerig is also run at tol = 1e-9. Every result's relative objective "
           f"gap (P − P*)/P* is measured the same way against the best objective any method reached. "
-          f"Wall-clock, median of {reps} interleaved runs (min–max); torch threads as listed, scikit-learn "
-          f"single-threaded (n_jobs=None) unless n_jobs=2 (two worker processes). {os.cpu_count()} CPUs; "
-          f"the machine's load average at start: {os.getloadavg()[0]:.1f}.\n")
+          f"Wall-clock and this process's CPU time, medians of {reps} interleaved runs (min–max); torch "
+          f"threads as listed, scikit-learn single-threaded (n_jobs=None) unless n_jobs=2 (two worker "
+          f"processes, whose CPU time is not counted). {os.cpu_count()} CPUs; the machine's load average "
+          f"at start: {os.getloadavg()[0]:.1f}.\n")
     X = torch.from_numpy(natural_patches(n, TEST_IMAGES, seed=3))
     res3 = {}
     for n_atoms in ((100,) if quick else P1_ATOMS):
@@ -413,20 +423,25 @@ def part3(out: Path, quick: bool, results: dict) -> None:
         pure = (lasso_solve(X, D, ALPHA, tol=1e-6, max_iter=100000, polish=False)
                 if not quick and n_atoms == 100 else None)
         if pure is not None:
-            runs[("facerig FISTA, no polish (pure), tol 1e-6", threads)] = ([time.perf_counter() - t], pure.codes)
+            runs[("facerig FISTA, no polish (pure), tol 1e-6", threads)] = ([time.perf_counter() - t], pure.codes,
+                                                                            None)
         # reference optimum: the best objective any method reached, and a certified 1e-12 run
         ref = lasso_solve(X, D, ALPHA, tol=1e-12, max_iter=200000, polish=True)
-        objs = {k: lasso_objective(X, Y, D, ALPHA) for k, (_, Y) in runs.items()}
+        objs = {k: lasso_objective(X, Y, D, ALPHA) for k, (_, Y, _) in runs.items()}
         pstar = torch.minimum(ref.objective, torch.stack(list(objs.values())).amin(dim=0))
         base = float(np.median(runs[("sklearn lasso_cd", 1)][0]))
+        base_cpu = float(np.median(runs[("sklearn lasso_cd", 1)][2]))
         key2 = ("sklearn lasso_cd, n_jobs=2", 2)
         base2 = float(np.median(runs[key2][0])) if key2 in runs else None
         rows = []
-        for (name, thr), (secs, Y) in runs.items():
+        for (name, thr), (secs, Y, cpu) in runs.items():
             gap = (objs[(name, thr)] - pstar) / pstar
             med = float(np.median(secs))
             spread = f" ({min(secs):.3f}–{max(secs):.3f})" if len(secs) > 1 else " (1 run)"
-            rows.append([name, thr, f"{med:.3f}{spread}", f"{base / med:.2f}x",
+            own_cpu = cpu is not None and "n_jobs" not in name        # worker processes are not counted
+            cmed = float(np.median(cpu)) if own_cpu else None
+            rows.append([name, thr, f"{med:.3f}{spread}", f"{cmed:.3f}" if own_cpu else "-",
+                         f"{base / med:.2f}x", f"{base_cpu / cmed:.2f}x" if own_cpu else "-",
                          f"{base2 / med:.2f}x" if base2 else "-", f"{float(gap.mean()):.1e}",
                          f"{float(gap.max()):.1e}"])
         stats = lasso_solve(X, D, ALPHA, tol=1e-6, max_iter=100000, polish=True).stats
@@ -462,8 +477,9 @@ def part3(out: Path, quick: bool, results: dict) -> None:
                 else:
                     matched.append([name, "-", "never reached", "-"])
         print(f"### {n_atoms} atoms\n")
-        print(table(["method", "threads", "wall s, median (min–max)", "speed-up vs lasso_cd (1 job)",
-                     "speed-up vs lasso_cd (n_jobs=2)", "mean rel. gap", "max rel. gap"], rows) + "\n")
+        print(table(["method", "threads", "wall s, median (min–max)", "CPU s, median",
+                     "wall speed-up vs lasso_cd (1 job)", "CPU-time speed-up vs lasso_cd (1 job)",
+                     "wall speed-up vs lasso_cd (n_jobs=2)", "mean rel. gap", "max rel. gap"], rows) + "\n")
         cert = ", ".join(f"{c} by it. {i}" for i, c in stats.get("certified", []))
         print(f"facerig tol 1e-6: samples polished after each FISTA round: {cert} ({stats.get('rejected', 0)} "
               f"re-polished in float64 after the certificate); {stats.get('solves', 0)} support solves for "

@@ -363,7 +363,7 @@ def ista(
 
 def fista_l1_quadratic(
     y0: Tensor, n_iter: int, thresh: float, step: float, *, M: Tensor | None = None, C: Tensor | None = None,
-    D: Tensor | None = None, Xs: Tensor | None = None, restart: str | None = None,
+    D: Tensor | None = None, Xs: Tensor | None = None, restart: str | None = None, low: torch.dtype | None = None,
 ) -> Tensor:
     """``n_iter`` FISTA iterations for a least-squares energy plus an L1 penalty, fused for speed.
 
@@ -386,6 +386,9 @@ def fista_l1_quadratic(
             gradient step of the dictionary form (unused by the Gram form, where it is in ``M``/``C``).
         M, C: the Gram form; D, Xs: the dictionary form (exactly one of the two pairs).
         restart: None or ``"gradient"`` (O'Donoghue & Candès; per sample).
+        low: dictionary form only: a lower precision (e.g. ``torch.bfloat16`` on CPUs with native
+            bfloat16 products) for the two matrix products, everything else in ``y0``'s dtype (the
+            products' rounding errors are relative to ``v·D`` and the residual, not to the iterate).
 
     Returns:
         (B, n) the last iterate, in ``y0``'s dtype and device.
@@ -398,6 +401,8 @@ def fista_l1_quadratic(
         raise ValueError(f"n_iter: expected >= 0, got {n_iter}")
     if restart is not None:
         check_option(restart, "restart", ("gradient",))
+    if low is not None and (gram or low == y0.dtype):
+        low = None                                      # the Gram form (or the same dtype): full precision
     x = y0.clone()
     v = x
     u = torch.empty_like(y0)
@@ -405,10 +410,25 @@ def fista_l1_quadratic(
     vb = torch.empty_like(y0)
     R = None if gram else torch.empty(y0.shape[0], D.shape[1], dtype=y0.dtype, device=y0.device)
     theta = torch.ones(y0.shape[0], 1, dtype=y0.dtype, device=y0.device) if restart else 1.0
+    if low is not None:
+        B, m = y0.shape[0], D.shape[1]
+        Dl = D.to(low)
+        DlT = Dl.T.contiguous()
+        vl = y0.to(low)
+        P = torch.empty(B, m, dtype=low, device=y0.device)
+        Rl = torch.empty_like(P)
+        Q = torch.empty_like(vl)
     with torch.no_grad():
         for _ in range(int(n_iter)):
             if gram:
                 torch.addmm(C, v, M, out=u)
+            elif low is not None:
+                torch.mm(vl, Dl, out=P)
+                torch.add(Xs, P, alpha=-step, out=R)
+                Rl.copy_(R)
+                torch.mm(Rl, DlT, out=Q)
+                u.copy_(Q)                              # (a mixed-dtype add is 2x slower)
+                u.add_(v)
             else:
                 torch.addmm(Xs, v, D, alpha=-step, out=R)
                 torch.addmm(v, R, D.T, out=u)
@@ -422,6 +442,8 @@ def fista_l1_quadratic(
                 tn = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * theta * theta))
                 torch.lerp(x, xn, 1.0 + (theta - 1.0) / tn, out=vb)
             v = vb
+            if low is not None:
+                vl.copy_(vb)
             x, xn, theta = xn, x, tn                    # ping-pong: the old iterate's buffer is reused
     return x
 

@@ -255,3 +255,92 @@ def test_parallel_support_solves_match_the_serial_ones(monkeypatch):
         ref = torch.zeros(30, dtype=torch.float64)
         ref[s] = torch.linalg.solve(G[s][:, s], Z[r, s] - 0.3 * signs[r, s])
         assert torch.allclose(serial[r], ref, atol=1e-9), r
+
+
+@pytest.mark.parametrize("shape", [(40, 20), (60, 20)])          # Gram form and dictionary form
+def test_bfloat16_first_round_is_still_certified(shape, monkeypatch):
+    """The fast path's first FISTA round in bfloat16 (all-bfloat16 Gram form; bfloat16 products with
+    a float32 iterate in the dictionary form), forced here whatever the CPU: every code still passes
+    the float64 duality-gap certificate and reaches pure FISTA's objective."""
+    import facerig.sparse.lasso as lasso
+
+    monkeypatch.setattr(lasso, "_fast_bfloat16", lambda device: torch.bfloat16)
+    X, D = _problem(n_atoms=shape[0], n_features=shape[1], n_samples=64, seed=12)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    fast = lasso_solve(Xt, Dt, 0.2, tol=1e-8, max_iter=20000, polish=True)
+    pure = lasso_solve(Xt, Dt, 0.2, tol=1e-11, max_iter=100000, polish=False)
+    gap, primal, _ = lasso_duality_gap(Xt, fast.codes, Dt, 0.2)
+    assert fast.converged and bool((gap <= 1e-8 * primal).all())
+    assert bool(((fast.objective - pure.objective) / pure.objective <= 1e-8).all())
+    assert sum(c for _, c in fast.stats["certified"]) == 64
+
+
+def test_mixed_precision_dictionary_fista_is_the_core_iteration():
+    """The core's dictionary-form FISTA with its products in another precision (``low``) follows the
+    plain iteration (float64 products on a float32 iterate: to float32 rounding); with bfloat16 products its iterate after 100 iterations is as close to the Lasso optimum as the
+    float32 iteration's (the products' errors are relative to y·D and the residual, not to y)."""
+    from facerig.energy.solvers import fista_l1_quadratic
+    from facerig.sparse.networks import lipschitz_constant
+
+    X, D = _problem(n_atoms=50, n_features=20, n_samples=16, seed=13)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    step = 1.0 / lipschitz_constant(Dt)
+    Y0 = torch.zeros(16, 50, dtype=torch.float64)
+    ref = fista_l1_quadratic(Y0, 30, 0.2 * step, step, D=Dt, Xs=step * Xt)
+    mixed = fista_l1_quadratic(Y0.float(), 30, 0.2 * step, step, D=Dt.float(), Xs=(step * Xt).float(), low=torch.float64)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed.double(), ref, atol=1e-5, rtol=0)
+    opt = lasso_solve(Xt, Dt, 0.2, tol=1e-12, max_iter=100000, polish=True).codes
+    low = fista_l1_quadratic(Y0.float(), 100, 0.2 * step, step, D=Dt.float(), Xs=(step * Xt).float(), low=torch.bfloat16)
+    f32 = fista_l1_quadratic(Y0.float(), 100, 0.2 * step, step, D=Dt.float(), Xs=(step * Xt).float())
+    assert low.dtype == torch.float32
+    err_low, err_f32 = (float((Y.double() - opt).norm() / opt.norm()) for Y in (low, f32))
+    assert err_f32 < 0.1 and err_low < 1.25 * err_f32
+
+
+def test_sparse_code_products_match_dense_ones():
+    """The CSR form of codes used for the KKT checks and the certificate: same products as dense."""
+    from facerig.sparse.lasso import _csr_rows, _sparse_codes, _support_index
+
+    rng = np.random.default_rng(14)
+    Y = torch.as_tensor(rng.standard_normal((40, 30)) * (rng.random((40, 30)) < 0.2))
+    Y[3] = 0.0                                                   # an empty row
+    M = torch.as_tensor(rng.standard_normal((30, 7)))
+    torch.testing.assert_close(_sparse_codes(Y) @ M, Y @ M, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_sparse_codes(torch.zeros(5, 30, dtype=torch.float64)) @ M,
+                               torch.zeros(5, 7, dtype=torch.float64))
+    idx, k = _support_index(Y != 0)
+    S = _csr_rows(idx, idx < 30, k, Y.gather(1, idx.clamp_max(29)), 30, torch.float32)
+    torch.testing.assert_close(S @ M.float(), (Y @ M).float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_chunks_give_certified_codes(threads, monkeypatch):
+    """On the CPU a large batch is solved in row chunks (one after the other with one torch thread,
+    in parallel threads with two): every code is certified, the optimum is the one-batch run's, and
+    the counters add up."""
+    import facerig.sparse.lasso as lasso
+
+    X, D = _problem(n_atoms=40, n_features=20, n_samples=1100, seed=15)
+    Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        whole = lasso_solve(Xt, Dt, 0.2, tol=1e-9, max_iter=20000, polish=True)
+        monkeypatch.setattr(lasso, "_CHUNK_ENTRIES", 40 * 550)          # 2 chunks of 550 rows
+        monkeypatch.setattr(lasso, "_PARALLEL_MIN_ROWS", 64)
+        calls = []
+        inner = lasso._lasso_fista_polish
+        monkeypatch.setattr(lasso, "_lasso_fista_polish", lambda X, *a, **k: calls.append(len(X)) or inner(X, *a, **k))
+        torch.set_num_threads(threads)
+        chunked = lasso_solve(Xt, Dt, 0.2, tol=1e-9, max_iter=20000, polish=True)
+    finally:
+        torch.set_num_threads(old)
+    assert sorted(calls) == [550, 550]
+    if threads == 2:
+        assert (os.getpid(), 2) in lasso._POOL
+    gap, primal, _ = lasso_duality_gap(Xt, chunked.codes, Dt, 0.2)
+    assert chunked.converged and bool((gap <= 1e-9 * primal).all())
+    assert torch.allclose(chunked.objective, whole.objective, rtol=2e-9, atol=0)
+    n_fast = sum(c for _, c in chunked.stats["certified"])          # the rest finish in the classic loop
+    assert n_fast >= 1050
+    assert chunked.stats["solves"] >= n_fast
