@@ -12,7 +12,7 @@ pixels, detections, energies, timings), in milliseconds instead of a second:
    (same pose and shape, ``focal / crop.scale``: :func:`facerig.encoder.data.code_from_crop`);
 4. optionally ``refine=N``: N Levenberg-Marquardt steps of the fitter's photometric stage
    (photometric + priors with the weights of :class:`facerig.face.FitOptions`, landmarks at
-   weight 0 by default, rendered at 80 px, the last of N >= 3 steps at 160 px) on the fitter's
+   weight 0 by default, rendered at 80 px, the last (N >= 5: last two) of N >= 3 steps at 160 px) on the fitter's
    160 px working crop, from the encoder's answer (:func:`refine_codes`, :func:`refine_rounds`).
 
 :class:`Reconstructor` keeps the encoder and decoder loaded for many calls: ``rec(image)``,
@@ -85,8 +85,9 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
       identity (its ``fit_identity_modes`` leading modes), expression, albedo, pose and SH light,
       rendered at ``render_size`` pixels (the working image is area-downsampled), after the
       fitter's closed-form SH light and albedo (``init_light``): :func:`facerig.face.photometric_refine`.
-      With ``steps >= 3`` and ``final_size``, the last of the ``steps`` iterations renders at
-      ``final_size`` pixels instead (the fitter's finest level, 160 px: :func:`refine_rounds`).
+      With ``steps >= 3`` and ``final_size``, the last (``steps >= 5``: the last two) of the
+      ``steps`` iterations render at ``final_size`` pixels instead (the fitter's finest level,
+      160 px: :func:`refine_rounds`).
 
     With ``solver="adam"`` (the previous method): ``pose_steps`` (default ``min(steps, 3)``) LM
     iterations of the landmark energy on the pose, the closed-form light and albedo
@@ -105,7 +106,8 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
     already well placed, so the landmarks get weight 0 (MediaPipe's landmarks carry biases of a
     few pixels that pull the shape away from the photometric optimum): 5 steps at 80 px gave
     1.31 mm with weight 0.05 (the previous default), 1.29 mm with 0.01 and 1.26 mm with 0;
-    moving the last step to 160 px: 1.21 mm (1.10x the fit) for ~70 ms more. Smaller renders
+    moving the last step to 160 px: 1.21 mm (1.10x the fit) for ~70 ms more; since the detail level
+    (160 px renders on it, truth drawn on it, 30 faces): the last two at 160 px 1.09 mm vs 1.19 mm. Smaller renders
     are cheaper but much less accurate (8 faces, 5 steps at 64 / 48 px: 1.40 / 1.64 mm vs
     1.14 mm at 80 px), and leaving light and albedo out of the steps (closed form only, fewer
     parameters) does not converge (2.9 mm). A single step does not help (2.76 mm: light,
@@ -123,7 +125,7 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
         solver: ``"lm"`` or ``"adam"``; render_size: LM render size (px); landmark_weight: weight
             of the landmark term in the LM steps at ``render_size`` (default 0, as the fitter's
             later rounds; its first round, which starts from a landmark fit, uses 0.05);
-            final_size: render size of the last step (None: all at ``render_size``).
+            final_size: render size of the last step(s) (:func:`refine_rounds`; None: all at ``render_size``).
 
     Returns:
         ``(y, energies)``: refined (B, D) vectors and the per-term energies ``{name: (B,)}`` at them
@@ -174,11 +176,15 @@ def refine_rounds(steps: int, render_size: int = 80, landmark_weight: float = 0.
                   final_size: int | None = 160) -> list:
     """The Levenberg-Marquardt rounds ``[(render size px, iterations, landmark weight)]`` of
     ``refine=steps`` (:func:`facerig.face.photometric_refine`'s ``rounds``): ``steps`` iterations
-    at ``render_size``, except that with ``steps >= 3`` and ``final_size`` the last one renders
-    at ``final_size`` (landmark weight 0). E.g. ``refine_rounds(5) == [(80, 4, 0.0), (160, 1, 0.0)]``."""
+    at ``render_size``, except that with ``final_size`` the last one (``steps`` 3 or 4) or the last
+    two (``steps >= 5``) render at ``final_size`` (landmark weight 0; at >= 120 px the fitter renders
+    the model's detail level there). E.g. ``refine_rounds(5) == [(80, 3, 0.0), (160, 2, 0.0)]``.
+    On tools/bench_encoder.py's faces (30, detail-surface truth) 5 steps gave 1.19 mm with one
+    final step and 1.09 mm with two (the fit: 1.11 mm), for ~100 ms more."""
     steps = int(steps)
     if steps >= 3 and final_size:
-        return [(int(render_size), steps - 1, float(landmark_weight)), (int(final_size), 1, 0.0)]
+        k = 2 if steps >= 5 else 1
+        return [(int(render_size), steps - k, float(landmark_weight)), (int(final_size), k, 0.0)]
     return [(int(render_size), steps, float(landmark_weight))]
 
 
@@ -227,7 +233,7 @@ class Reconstructor:
             :func:`refine_codes`'s).
         refine_solver: ``"lm"`` (default) or ``"adam"``; refine_size: render size of the LM
             steps in pixels (default 80); refine_landmarks: weight of the landmark term in the
-            LM steps (default 0); refine_final_size: render size of the last step when refining
+            LM steps (default 0); refine_final_size: render size of the last step(s) when refining
             3 steps or more (default 160; None: all at ``refine_size``); see :func:`refine_codes`.
 
     Raises:

@@ -167,7 +167,8 @@ def test_refine_schedule():
     """refine=N: N LM iterations at the refine size, the last one at the final size when N >= 3."""
     from facerig.encoder.reconstruct import refine_rounds
 
-    assert refine_rounds(5) == [(80, 4, 0.0), (160, 1, 0.0)]
+    assert refine_rounds(5) == [(80, 3, 0.0), (160, 2, 0.0)]
+    assert refine_rounds(4) == [(80, 3, 0.0), (160, 1, 0.0)]
     assert refine_rounds(2, 64, 0.05) == [(64, 2, 0.05)]
     assert refine_rounds(3, final_size=None) == [(80, 3, 0.0)]
     assert sum(r[1] for r in refine_rounds(7, 48, 0.01, 120)) == 7
