@@ -1238,30 +1238,19 @@ def _butterfly_stencil(faces: Tensor, n_vertices: int):
 def _butterfly_model(m: FaceModel) -> FaceModel:
     """One level of butterfly subdivision of a face model: the topology, albedo, masks, UVs and
     landmark maps of ``m.subdivide(1)``; the geometry (mean and the identity / expression bases)
-    of each new vertex gets the butterfly correction (:func:`_butterfly_stencil`), so the surface
-    is smooth, passes through the original vertices and stays linear in the code."""
+    of each new vertex gets the butterfly correction (:func:`_butterfly_stencil`) as its
+    :meth:`FaceModel.detailed` offsets, so the surface is smooth, passes through the original
+    vertices and stays linear in the code."""
     if m.lbs is not None:
         raise ValueError("butterfly subdivision: skinned models (lbs) are not supported; use scheme='midpoint'")
-    sub = m.subdivide(1)
-    V = m.n_vertices
-    idx, w = _butterfly_stencil(m.faces, V)
+    idx, w = _butterfly_stencil(m.faces, m.n_vertices)
     idx, w = idx.to(m.device), w.to(m.device, m.dtype)
 
-    def geo(x, axis=0):  # (.., V', 3) with the vertex axis ``axis``: correct the new vertices
-        if x is None:
-            return None
-        x = x.movedim(axis, 0).clone()
-        base = x[:V]
-        x[V:] = x[V:] + (base[idx] * w.reshape(w.shape + (1,) * (base.ndim - 1))).sum(1)
-        return x.movedim(0, axis)
+    def stencil(x):  # (K, V, 3) -> (K, E, 3): sum_j w[e, j] x[:, idx[e, j]]
+        return (x[:, idx] * w[None, :, :, None]).sum(2)
 
-    return FaceModel(
-        mean=geo(sub.mean), faces=sub.faces, identity_basis=geo(sub.identity_basis, 1), identity_std=sub.identity_std,
-        expression_basis=geo(sub.expression_basis, 1), expression_std=sub.expression_std,
-        expression_names=sub.expression_names, albedo_mean=sub.albedo_mean, albedo_basis=sub.albedo_basis,
-        albedo_std=sub.albedo_std, uvs=sub.uvs, uv_faces=sub.uv_faces, landmark_maps=sub.landmark_maps,
-        masks=sub.masks, face_groups=sub.face_groups, lbs=None, name=sub.name, unit=sub.unit, license=sub.license,
-        source=sub.source)
+    return m.detailed({"mean": stencil(m.mean[None])[0], "identity": stencil(m.identity_basis),
+                       "expression": stencil(m.expression_basis)})
 
 
 def photometric_refine(dec: FaceDecoder, obs: FaceObservation, y: Tensor, options: FitOptions | None = None,

@@ -477,7 +477,7 @@ class FaceModel:
         """True when the model ships a finer surface (:attr:`detail`, :meth:`detailed`)."""
         return self.detail is not None
 
-    def detailed(self) -> "FaceModel":
+    def detailed(self, offsets: dict | None = None) -> "FaceModel":
         """The model's finer surface: :meth:`subdivide` once (about 4x the triangles; the original
         vertices keep their indices, positions and landmark maps), then each new vertex moved from
         its edge midpoint by :attr:`detail` - its mean, identity and expression rows, so the result
@@ -485,13 +485,21 @@ class FaceModel:
         source data between the coarse vertices (the default model: the ICT-FaceKit surface).
         Albedo, masks and UVs are interpolated as in :meth:`subdivide`.
 
+        Args:
+            offsets: other per-edge offsets in :attr:`detail`'s layout (e.g. a subdivision scheme's
+                stencil, :func:`facerig.face.fit._butterfly_model`); default the model's own.
+
         Raises:
-            ValueError: the model has no detail level (:attr:`has_detail`); use :meth:`subdivide`.
+            ValueError: no ``offsets`` and the model has no detail level (:attr:`has_detail`; use
+                :meth:`subdivide`), or a skinned model (``lbs``).
         """
-        if self.detail is None:
+        d = self.detail if offsets is None else offsets
+        if d is None:
             raise ValueError(f"model {self.name!r} has no detail level; use subdivide() for a midpoint subdivision")
+        if self.lbs is not None:
+            raise ValueError("detailed: skinned models (lbs) are not supported; use subdivide()")
         sub = self.subdivide(1)
-        V, d = self.n_vertices, self.detail
+        V = self.n_vertices
 
         def moved(x, off, axis=0):
             x = x.movedim(axis, 0).clone()

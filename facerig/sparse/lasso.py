@@ -37,7 +37,6 @@ torch threads a large batch is solved as row chunks in parallel threads.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -143,13 +142,6 @@ def _check_init(init: Any, n_samples: int, n_atoms: int, D: torch.Tensor) -> tor
     if Y0.shape[0] != n_samples:
         raise ValueError(f"init must be (n_samples={n_samples}, n_atoms={n_atoms}), got {tuple(Y0.shape)}")
     return Y0
-
-
-def _gram_products(Y: torch.Tensor, D: torch.Tensor, G: torch.Tensor | None) -> torch.Tensor:
-    """``Y·(D Dᵀ)`` ``(B, n_atoms)``: with the Gram ``G`` when it is the cheaper product, else ``(Y·D)·Dᵀ``."""
-    if G is not None and D.shape[0] <= 2 * D.shape[1]:
-        return Y @ G
-    return (Y @ D) @ D.T
 
 
 def _gap_from_products(Y: torch.Tensor, Z: torch.Tensor, YG: torch.Tensor, xx: torch.Tensor,
