@@ -180,3 +180,22 @@ def test_support_selection_lista_cp_beats_plain_cp_and_ista_at_true_code_recover
     e_fista = nmse(lasso_solve(X, D, lam, algorithm="fista", tol=0, max_iter=K).codes)
     e_ss, e_cp = errs[(5.0, 20.0)], errs[None]
     assert e_ss < 0.9 * e_cp and e_ss < 0.5 * min(e_ista, e_fista), (e_ss, e_cp, e_ista, e_fista)
+
+
+def test_warmup_scales_the_first_adam_step():
+    # Adam's first update moves every parameter with a non-zero gradient by lr x the schedule's
+    # factor (m / sqrt(v) = ±1 up to eps); a linear warm-up over W steps makes that factor 1/W
+    D = _dictionary(dtype=torch.float64)
+    X = _signals(D, 64, 3)
+    problem = lasso_problem(D, 0.1, data=X)
+    moves = {}
+    for warmup in (0, 8):
+        net = LISTANet(D, 2, 0.1, "lista")
+        W0 = net.W.detach().clone()
+        train_lista(net, problem, X, mode="unsupervised", steps=1, final_steps=0, batch_size=64, lr=1e-3,
+                    warmup=warmup, n_eval=8, lr_schedule="constant")
+        moves[warmup] = float((net.W.detach() - W0).abs().max())
+    assert moves[0] == pytest.approx(1e-3, rel=1e-4)
+    assert moves[8] == pytest.approx(1e-3 / 8, rel=1e-4)
+    with pytest.raises(ValueError, match="warmup"):
+        train_lista(LISTANet(D, 2, 0.1, "lista"), problem, X, mode="unsupervised", steps=5, warmup=-1)
