@@ -216,6 +216,10 @@ class LISTA(_Estimator):
         the ``min(k·p_step, p_max)`` % largest entries bypass the threshold; any parametrization).
     code_loss : ``"mse"`` (``‖ŷ − y‖²``) or ``"relative"`` (``‖ŷ − y‖² / ‖y‖²`` per sample).
     lr_schedule : ``"constant"`` or ``"cosine"`` (each training stage decays its rate to 0).
+    warmup : int >= 0
+        Linear learning-rate warm-up steps at the start of each training stage (deep untied
+        networks on large dictionaries can blow up in their first steps without it; 500 in
+        ``tools/bench_sparse.py`` at 400 atoms).
     prior_p, noise_std, snr_db : self-supervised prior and noise.
     seed : int
 
@@ -231,7 +235,7 @@ class LISTA(_Estimator):
                  batch_size: int = 128, lr: float = 1e-3, schedule: str = "joint",
                  deep_supervision: bool = False, support_selection: tuple | None = None,
                  prior_p: float = 0.1, noise_std: float = 0.0, snr_db: float | None = None,
-                 seed: int = 0, code_loss: str = "mse", lr_schedule: str = "constant"):
+                 seed: int = 0, code_loss: str = "mse", lr_schedule: str = "constant", warmup: int = 0):
         self.dictionary = dictionary
         self.n_layers = n_layers
         self.parametrization = parametrization
@@ -249,6 +253,7 @@ class LISTA(_Estimator):
         self.seed = seed
         self.code_loss = code_loss
         self.lr_schedule = lr_schedule
+        self.warmup = warmup
 
     def _validate(self) -> None:
         from facerig.sparse.training import SCHEDULES, _check_mode
@@ -266,6 +271,8 @@ class LISTA(_Estimator):
         _check_mode(self.mode)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0 (steps), got {self.warmup!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
         if not 0 < float(self.prior_p) <= 1:
@@ -288,7 +295,7 @@ class LISTA(_Estimator):
                                          steps=int(self.n_steps), batch_size=int(self.batch_size),
                                          lr=float(self.lr), seed=int(self.seed),
                                          deep_supervision=bool(self.deep_supervision),
-                                         lr_schedule=self.lr_schedule,
+                                         lr_schedule=self.lr_schedule, warmup=self.warmup,
                                          final_steps=0 if self.lr_schedule == "cosine" else None)
         self.net_ = net.eval()
         self.n_features_in_ = int(D.shape[1])

@@ -146,7 +146,8 @@ def test_support_selection_on_lista_trains_with_cosine_schedule():
     assert res.final_loss["supervised"] < 0.8 * res.initial_loss["supervised"]
 
 
-@pytest.mark.parametrize("kw, match", [({"code_loss": "l1"}, "code_loss"), ({"lr_schedule": "step"}, "lr_schedule")])
+@pytest.mark.parametrize("kw, match", [({"code_loss": "l1"}, "code_loss"), ({"lr_schedule": "step"}, "lr_schedule"),
+                                       ({"warmup": -5}, "warmup"), ({"warmup": 2.5}, "warmup")])
 def test_lista_estimator_validates_training_options(kw, match):
     from facerig.sparse import LISTA
 
