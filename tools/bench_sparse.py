@@ -239,8 +239,8 @@ def part1(out: Path, quick: bool, results: dict) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, (n_atoms, r) in zip(axes, res1.items()):
+        fig, axes = plt.subplots(1, len(res1), figsize=(5.5 * len(res1), 4), squeeze=False)
+        for ax, (n_atoms, r) in zip(axes[0], res1.items()):
             its = np.arange(1, len(r["fista"]) + 1)
             ax.loglog(its, r["ista"], label="ISTA")
             ax.loglog(its, r["fista"], label="FISTA")
