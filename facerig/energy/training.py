@@ -291,6 +291,7 @@ def train(
     check_nonneg(lr, "lr", strict=True)
     check_option(optimizer, "optimizer", ("adam", "adamw", "sgd"))
     check_nonneg(weight_decay, "weight_decay")
+    check_positive_int(warmup, "warmup", minimum=0)
     if grad_clip is not None:
         check_nonneg(grad_clip, "grad_clip", strict=True)
     lr_factor(lr_schedule, 1, steps, warmup)  # validates the schedule

@@ -217,9 +217,9 @@ class LISTA(_Estimator):
     code_loss : ``"mse"`` (``‖ŷ − y‖²``) or ``"relative"`` (``‖ŷ − y‖² / ‖y‖²`` per sample).
     lr_schedule : ``"constant"`` or ``"cosine"`` (each training stage decays its rate to 0).
     warmup : int >= 0
-        Linear learning-rate warm-up steps at the start of each training stage (deep untied
-        networks on large dictionaries can blow up in their first steps without it; 500 in
-        ``tools/bench_sparse.py`` at 400 atoms).
+        Linear learning-rate warm-up steps at the start of each training stage (validated by the
+        core's ``train``). Deep untied networks on large dictionaries can blow up in their first
+        steps without it; ``tools/bench_sparse.py`` uses 500 at 400 atoms.
     prior_p, noise_std, snr_db : self-supervised prior and noise.
     seed : int
 
@@ -271,8 +271,6 @@ class LISTA(_Estimator):
         _check_mode(self.mode)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an integer >= 0 (steps), got {self.warmup!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
         if not 0 < float(self.prior_p) <= 1:
