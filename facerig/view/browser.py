@@ -83,10 +83,12 @@ class Browser:
         try:
             port = self._wait_port()
             page = self._page_target(port)
+            # unbounded queue: the page's network events must never stall the protocol replies
+            opts = dict(max_size=None, max_queue=None, open_timeout=self.timeout, close_timeout=2)
             try:  # websockets >= 15 honours proxy settings: never use one for this local connection
-                conn = connect(page, max_size=None, open_timeout=self.timeout, proxy=None)
+                conn = connect(page, proxy=None, **opts)
             except TypeError:
-                conn = connect(page, max_size=None, open_timeout=self.timeout)
+                conn = connect(page, **opts)
             self._ws = conn.__enter__()  # (closed in close())
             self.send("Page.enable")
             self.send("Runtime.enable")
@@ -214,12 +216,6 @@ class Browser:
     # -- shutdown ---------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the page connection, stop Chromium and delete its profile folder."""
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except Exception:
-                pass
-            self._ws = None
         if self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -227,6 +223,12 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
+        if self._ws is not None:  # after Chromium is gone: no closing handshake to wait for
+            try:
+                self._ws.close()
+            except Exception:
+                pass
+            self._ws = None
         self._log.close()
         shutil.rmtree(self._profile, ignore_errors=True)
 

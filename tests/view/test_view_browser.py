@@ -38,7 +38,15 @@ def _centroid(mask):
 
 @pytest.fixture(scope="module")
 def neutral(browser, server):
+    """The canvas at frame 0 (all weights 0), loaded with ?weights=jawOpen=0&frame=0."""
     _load(browser, server.page_url(weights={"jawOpen": 0}, frame=0))
+    return _canvas(browser)
+
+
+@pytest.fixture(scope="module")
+def opened(browser, server, neutral):
+    """The canvas with jawOpen = 1 (every other weight 0), set through the page's API."""
+    browser.evaluate("facerigViewer.setWeights({jawOpen: 1}, 'zero')")
     return _canvas(browser)
 
 
@@ -68,9 +76,7 @@ def test_page_draws_the_textured_face_offline(browser, server, neutral):
                                     for u in browser.requests), browser.requests
 
 
-def test_jaw_open_changes_the_mouth_region(browser, neutral):
-    browser.evaluate("facerigViewer.setWeights({jawOpen: 1}, 'zero')")
-    opened = _canvas(browser)
+def test_jaw_open_changes_the_mouth_region(browser, neutral, opened):
     mask = _face_mask(neutral)
     ys, xs = np.nonzero(mask)
     y0, y1 = ys.min(), ys.max()
@@ -88,9 +94,9 @@ def test_jaw_open_changes_the_mouth_region(browser, neutral):
     assert browser.evaluate("document.querySelector('input[aria-label=jawOpen]').value") == "1"
 
 
-def test_scrubbing_plays_the_recorded_animation_beside_its_video(browser, server, neutral):
-    browser.evaluate("facerigViewer.setWeights({jawOpen: 1}, 'zero')")
-    opened = _canvas(browser)
+def test_scrubbing_plays_the_recorded_animation_beside_its_video(browser, server, neutral, opened):
+    _load(browser, server.page_url())  # playing from the start
+    assert browser.evaluate("facerigViewer.mode") == "anim"
     for frame, want in ((0, neutral), (JAW_FRAME, opened)):
         browser.evaluate(f"facerigViewer.setFrame({frame})")
         browser.wait_for("(() => { const v = document.getElementById('video');"
@@ -129,9 +135,7 @@ def _ws_server(messages):
     return srv, f"ws://127.0.0.1:{srv.socket.getsockname()[1]}/"
 
 
-def test_live_weights_over_websocket_animate_the_rig(browser, server, neutral):
-    browser.evaluate("facerigViewer.setWeights({jawOpen: 1}, 'zero')")
-    opened = _canvas(browser)
+def test_live_weights_over_websocket_animate_the_rig(browser, server, neutral, opened):
     names = server.info.names
     zero = {n: 0.0 for n in names}
     msgs = {"names": names, "stop": threading.Event(), "send": threading.Event(), "last": 0.0,
@@ -171,3 +175,25 @@ def test_live_weights_over_websocket_animate_the_rig(browser, server, neutral):
         msgs["stop"].set()
         srv.shutdown()
 
+
+
+def test_cli_screenshot(browser, rig_folder, neutral, opened, tmp_path, capsys):
+    """`facerig view RIG --screenshot` renders in its own headless Chromium: frame 3 of the recording
+    (jaw open) and frame 0 with --weights jawOpen=1 both give the jaw-open picture."""
+    from PIL import Image
+
+    from facerig.cli import main
+
+    x, y, w, h = (int(round(v)) for v in browser.evaluate("facerigViewer.canvasRect()"))
+    shots = {}
+    for name, extra in (("frame.png", ["--frame", str(JAW_FRAME)]), ("weights.jpg", ["--weights", "jawOpen=1"])):
+        out = tmp_path / name
+        assert main(["view", str(rig_folder), "--screenshot", str(out), "--size", "900x600", *extra]) == 0
+        assert f"wrote {out}" in capsys.readouterr().out
+        img = np.asarray(Image.open(out).convert("RGB")).astype(np.int32)
+        assert img.shape == (600, 900, 3)
+        shots[name] = img[y:y + h, x:x + w]
+    assert np.abs(shots["frame.png"] - opened).mean() < 1.0
+    assert np.abs(shots["weights.jpg"] - opened).mean() < 3.0  # JPEG
+    assert np.abs(shots["frame.png"] - neutral).mean() > 1.0
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left behind

@@ -163,3 +163,30 @@ def test_three_js_is_vendored_and_credited():
     assert {p.name for p in seen} >= {"viewer.js", "three.module.min.js", "GLTFLoader.js", "OrbitControls.js",
                                       "BufferGeometryUtils.js"}
     assert "MIT License" in (vendor / "LICENSE-three.txt").read_text()
+
+
+def test_cli_serves_until_interrupted(rig_folder):
+    """`facerig view RIG` prints the URL of a free localhost port, serves the page there, and stops
+    cleanly on Ctrl-C (SIGINT)."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "facerig", "view", str(rig_folder)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        head = proc.stdout.readline()
+        line = proc.stdout.readline()
+        assert "53 shapes, 6 frames, video preview.mp4" in head
+        url = re.search(r"open (http://127\.0\.0\.1:\d+/)", line).group(1)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=10) as r:
+            assert r.status == 200 and b"facerig view" in r.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

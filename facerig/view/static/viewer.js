@@ -292,7 +292,7 @@ function connect() {
 }
 function onLive(m) {
   if (m.type === 'hello') { liveP0 = null; ended = false; return; }
-  if (m.type === 'end') { ended = true; V.live.status = 'ended'; return; }
+  if (m.type === 'end') { ended = true; V.live.status = 'ended'; liveWatch(); return; }
   if (m.type !== 'frame') return;
   lastMsg = performance.now();
   V.live.count++;
@@ -319,6 +319,7 @@ function onLive(m) {
   }
   liveHist.push({ t: lastMsg / 1000, w: Float32Array.from(liveW) });
   while (liveHist.length && liveHist[0].t < lastMsg / 1000 - 10) liveHist.shift();
+  liveWatch();  // clear a "no live data" banner at once
 }
 function liveWatch() {
   if (!wsUrl) return;
