@@ -228,8 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/rig.glb":
             extra = {}
             if query.get("download", ["0"])[0] not in ("", "0"):
-                fname = re.sub(r"[^A-Za-z0-9._-]+", "_", app.info.name) or "rig"
-                extra["Content-Disposition"] = f'attachment; filename="{fname}.glb"'
+                extra["Content-Disposition"] = f'attachment; filename="{app.download_name}"'
             return self._file(app.info.glb, head, "model/gltf-binary", extra)
         if path == "/info.json":
             return self._send(HTTPStatus.OK, json.dumps(app.page_info()).encode(), "application/json", head)
@@ -327,6 +326,11 @@ class ViewServer:
             q["play"] = "1" if play else "0"
         return self.base_url + ("?" + urllib.parse.urlencode(q, safe=":/,=") if q else "")
 
+    @property
+    def download_name(self) -> str:
+        """File name offered by the download button: the rig's name (ASCII-safe) + .glb."""
+        return (re.sub(r"[^A-Za-z0-9._-]+", "_", self.info.name) or "rig") + ".glb"
+
     def page_info(self) -> dict:
         i = self.info
         video = None
@@ -335,7 +339,8 @@ class ViewServer:
                      "frames": len(i.video_frames) if i.video_frames is not None else self._frames.count,
                      "label": ("source | fit (preview.mp4)" if self._frames.crop else i.video.name)}
         return {"name": i.name, "names": i.names, "frames": i.frames, "fps": i.fps, "video": video,
-                "ws_url": self.ws_url, "glb": "rig.glb", "glb_bytes": i.glb.stat().st_size, "metrics": i.metrics}
+                "ws_url": self.ws_url, "glb": "rig.glb", "glb_bytes": i.glb.stat().st_size,
+                "download_name": self.download_name, "metrics": i.metrics}
 
     def _host_allowed(self, header: str) -> bool:
         if self.host in ("", "0.0.0.0", "::"):

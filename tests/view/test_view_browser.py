@@ -71,6 +71,9 @@ def test_page_draws_the_textured_face_offline(browser, server, neutral):
     assert left.sum() > 1.25 * right.sum()
     want = np.array(SKIN_LEFT, float) / np.array(SKIN_RIGHT, float)
     assert np.allclose(left / right, want, rtol=0.25)  # the texture's colour ratio, whatever the light
+    # the download button fetches the glb as an attachment named after the rig folder
+    assert browser.evaluate("document.getElementById('download').href") == server.base_url + "rig.glb?download=1"
+    assert browser.evaluate("document.getElementById('download').textContent").startswith("Download talk.glb (")
     # nothing came from outside the local server (three.js is package data)
     assert browser.requests and all(u.startswith((server.base_url, "blob:" + server.base_url[:-1], "data:"))
                                     for u in browser.requests), browser.requests

@@ -46,6 +46,7 @@ def test_routes(server, rig_folder):
     info = json.loads(_get(server, "/info.json")[2])
     assert info["frames"] == FRAMES and info["fps"] == pytest.approx(FPS) and len(info["names"]) == 53
     assert info["names"][:2] == ["browDown_L", "browDown_R"] and info["ws_url"] is None
+    assert info["download_name"] == "talk.glb" and info["glb_bytes"] == (rig_folder / "rig.glb").stat().st_size
     # preview.mp4 is source | fit | rig; the page shows the first two panels
     assert info["video"] == {"width": 128, "height": PREVIEW_H, "frames": FRAMES, "label": "source | fit (preview.mp4)"}
 

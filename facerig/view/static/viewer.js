@@ -35,6 +35,8 @@ window.addEventListener('unhandledrejection', (e) => { if (!V.ready) fail(e.reas
 // scene
 const info = await (await fetch('info.json', { cache: 'no-store' })).json();
 $('rigname').textContent = info.name;
+$('download').textContent = `Download ${info.download_name} (${(info.glb_bytes / 1e6).toFixed(1)} MB)`;
+$('download').setAttribute('download', info.download_name);
 const canvas = $('view');
 const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
 renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
@@ -193,19 +195,21 @@ window.addEventListener('keydown', (e) => {
 });
 
 const video = $('video');
-let videoWant = -1, videoShown = -1, videoLoading = false;
+// one request at a time (playback never floods the server); the frame asked for last is shown
+let videoWant = -1, videoAsked = -1, videoShown = -1, videoLoading = false;
 if (info.video) {
   $('videowrap').hidden = false;
   $('videolabel').textContent = info.video.label;
   video.width = info.video.width; video.height = info.video.height;
-  video.addEventListener('load', () => { videoLoading = false; videoShown = videoWant; });
-  video.addEventListener('error', () => { videoLoading = false; videoShown = videoWant; });
+  const done = () => { videoLoading = false; videoShown = videoAsked; };
+  video.addEventListener('load', done);
+  video.addEventListener('error', done);
 }
 function updateVideo(f) {
   if (!info.video || V.mode === 'live') return;
   f = Math.min(f, info.video.frames - 1);
   videoWant = f;
-  if (!videoLoading && f !== videoShown) { videoLoading = true; video.src = `video/${f}.jpg`; }
+  if (!videoLoading && f !== videoShown) { videoLoading = true; videoAsked = f; video.src = `video/${f}.jpg`; }
 }
 
 // ---------------------------------------------------------------------------------------------
