@@ -45,7 +45,10 @@ def vendor(version: str = THREE_VERSION, dest: Path = VENDOR) -> list[Path]:
                        stdout=subprocess.DEVNULL)
         tgz = next(Path(tmp).glob("three-*.tgz"))
         with tarfile.open(tgz) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tar.extractall(tmp, filter="data")  # refuses links and paths outside tmp
+            except TypeError:  # Python < 3.11.4: no filters; npm's tarball was integrity-checked
+                tar.extractall(tmp)
         pkg = Path(tmp) / "package"
         jsm = pkg / "examples" / "jsm"
         core = pkg / "build" / "three.module.min.js"

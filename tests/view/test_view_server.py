@@ -191,3 +191,20 @@ def test_cli_serves_until_interrupted(rig_folder):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_source_video_follows_tracking_csv(rig_folder, tmp_path):
+    """--video shows the source clip; rig frame t shows tracking.csv's source_frame of row t."""
+    import shutil
+    folder = tmp_path / "rig"
+    folder.mkdir()
+    shutil.copyfile(rig_folder / "rig.glb", folder / "rig.glb")
+    rows = ["frame,source_frame,time,face_found"] + [f"{t},{5 - t},{t / FPS},1" for t in range(FRAMES)]
+    (folder / "tracking.csv").write_text("\n".join(rows) + "\n")
+    with serve(folder, video=rig_folder / "preview.mp4") as s:
+        info = json.loads(_get(s, "/info.json")[2])
+        assert info["video"] == {"width": 176, "height": PREVIEW_H, "frames": FRAMES, "label": "preview.mp4"}
+        for t in (0, 2, 5):  # reversed order in tracking.csv
+            img = np.asarray(Image.open(io.BytesIO(_get(s, f"/video/{t}.jpg")[2])).convert("RGB")).astype(int)
+            assert img.shape == (PREVIEW_H, 176, 3)  # the whole frame: no crop for a source video
+            assert np.abs(img[8:-8, 8:56] - preview_level(5 - t)).max() < 20
