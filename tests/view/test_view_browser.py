@@ -97,6 +97,28 @@ def test_jaw_open_changes_the_mouth_region(browser, neutral, opened):
     assert browser.evaluate("document.querySelector('input[aria-label=jawOpen]').value") == "1"
 
 
+def test_orbit_camera_turns_the_view(browser, server, neutral):
+    """Dragging on the view (real mouse events through the browser) orbits the camera around the head."""
+    _load(browser, server.page_url(weights={"jawOpen": 0}, frame=0))
+    x, y, w, h = browser.evaluate("facerigViewer.canvasRect()")
+    cx, cy = x + w / 2, y + h / 2
+    browser.send("Input.dispatchMouseEvent", type="mousePressed", x=cx, y=cy, button="left", buttons=1, clickCount=1)
+    for k in range(1, 11):
+        browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=cx + 12 * k, y=cy, button="left", buttons=1)
+    browser.send("Input.dispatchMouseEvent", type="mouseReleased", x=cx + 120, y=cy, button="left", buttons=0,
+                 clickCount=1)
+    browser.evaluate("new Promise(r => setTimeout(r, 300))")  # let the damped orbit settle
+    browser.evaluate("facerigViewer.rendered()")
+    turned = _canvas(browser)
+    # the head turned: the picture changed, the face is still drawn, narrower, with the same weights
+    assert np.abs(turned - neutral).mean() > 2.0
+    m0, m1 = _face_mask(neutral), _face_mask(turned)
+    assert m1.mean() > 0.05
+    width = lambda m: np.ptp(np.nonzero(m.any(0))[0])  # noqa: E731
+    assert width(m1) < 0.97 * width(m0)
+    assert browser.evaluate("facerigViewer.weights().jawOpen") == 0
+
+
 def test_scrubbing_plays_the_recorded_animation_beside_its_video(browser, server, neutral, opened):
     _load(browser, server.page_url())  # playing from the start
     assert browser.evaluate("facerigViewer.mode") == "anim"
