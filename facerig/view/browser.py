@@ -230,7 +230,11 @@ class Browser:
                 pass
             self._ws = None
         self._log.close()
-        shutil.rmtree(self._profile, ignore_errors=True)
+        for _ in range(10):  # Chromium's helper processes may still write a file just after it exits
+            shutil.rmtree(self._profile, ignore_errors=True)
+            if not os.path.exists(self._profile):
+                break
+            time.sleep(0.1)
 
     def __enter__(self):
         return self
