@@ -344,7 +344,7 @@ def build_albedo(uvs: np.ndarray, masks: dict):
 
 def build_detail(surf_v, cf, ict_mesh, ict_f, neutral, id_raw, exp_raw, R, id_pinv, id_basis, exp_deltas, face_groups, log):
     """Step 7: offsets of the detail level's new vertices (one per edge, in
-    ``FaceModel._midpoint_topology`` order) from their edge midpoints, in the model frame (cm):
+    ``FaceModel.midpoint_topology`` order) from their edge midpoints, in the model frame (cm):
     ``{"mean": (E, 3), "identity": (K, E, 3), "expression": (53, E, 3)}``.
 
     ``surf_v``: the coarse vertices embedded on the ICT surface (ICT frame); ``id_raw`` / ``exp_raw``: ICT's identity
@@ -356,7 +356,7 @@ def build_detail(surf_v, cf, ict_mesh, ict_f, neutral, id_raw, exp_raw, R, id_pi
     from facerig.model import FaceModel
 
     V = len(surf_v)
-    edges = FaceModel._midpoint_topology(torch.as_tensor(cf), V)[0].numpy()  # (E, 2)
+    edges = FaceModel.midpoint_topology(torch.as_tensor(cf), V)[0].numpy()  # (E, 2)
     a, b = edges[:, 0], edges[:, 1]
     mid = 0.5 * (surf_v[a] + surf_v[b])
     closest, _dist, tri = ict_mesh(mid)

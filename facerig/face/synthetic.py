@@ -233,7 +233,7 @@ def smooth_subdivide(verts: Tensor, faces: Tensor, colors: Tensor | None = None,
         if key not in _TOPOLOGY_CACHE:
             if len(_TOPOLOGY_CACHE) > 32:
                 _TOPOLOGY_CACHE.clear()
-            _TOPOLOGY_CACHE[key] = (faces,) + FaceModel._midpoint_topology(faces, V)
+            _TOPOLOGY_CACHE[key] = (faces,) + FaceModel.midpoint_topology(faces, V)
         _, edges, new_faces = _TOPOLOGY_CACHE[key]
         n = vertex_normals(verts, faces)
         a, b = edges[:, 0], edges[:, 1]
