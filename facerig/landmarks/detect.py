@@ -34,7 +34,7 @@ import threading
 
 import numpy as np
 
-from facerig.landmarks.image import as_rgb_uint8, resize_max_side
+from facerig.io import as_rgb_uint8, resize_max_side
 from facerig.landmarks.types import FaceDetection, FaceLandmarks, box_iou
 
 __all__ = ["detect_faces", "detect_landmarks", "DEFAULT_MAX_SIDE", "release_models"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facerig.landmarks.image import as_rgb_uint8
+from facerig.io import as_rgb_uint8
 
 __all__ = ["draw_landmarks", "mesh_edges"]
 
