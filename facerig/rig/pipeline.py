@@ -27,21 +27,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facerig.face import NoFaceError
+from facerig.face import FitOptions, NoFaceError
 from facerig.rig.track import EYE_OPENING_COLOR, LANDMARK_SHAPE_PRIOR, MOUTH_OPENING_COLOR
 
 __all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT"]
 
 SAMPLE_VIDEO = "sample_face.mp4"
-KEYFRAME_FIT = {"crop_size": 224, "photo_subdivide": 1, "photo_subdivide_min_size": 120, "w_identity_lm": 1.0,
-                "photo_schedule": ((80, 4, 0.05), (120, 2, 0.0), (160, 2, 0.0), (224, 3, 0.0))}
-"""Default :class:`facerig.face.FitOptions` overrides of the keyframe fits (``RigOptions.key_fit``):
+KEYFRAME_FIT = FitOptions(crop_size=224, photo_subdivide=1, photo_subdivide_min_size=120, w_identity_lm=1.0,
+                          photo_schedule=((80, 4, 0.05), (120, 2, 0.0), (160, 2, 0.0), (224, 3, 0.0)))
+"""Default :class:`facerig.face.FitOptions` of the keyframe fits (``RigOptions.key_fit``; a copy is used):
 a 224 px working crop with a last photometric round at full size, the mesh subdivided once in the
 rounds >= 120 px, a weaker identity prior. On tools/bench_rig.py's clips the mean keyframe identity
 error went from 1.40 to 1.20 mm (8 keyframes each about 1.5 s instead of 1 s). With the model's detail
@@ -87,9 +87,10 @@ class RigOptions:
             ``corrective_1..k`` morph targets with their per-frame weights.
         iterations: LM iterations per frame (warm start).
         key_photo_iterations: photometric (Adam) iterations of the keyframe fit (``identity_fit="joint"``).
-        key_fit: :class:`facerig.face.FitOptions` settings of the independent keyframe fits
-            (``identity_fit="average"``; default :data:`KEYFRAME_FIT`: a finer photometric stage
-            than a single photo's default, the identity fit runs once per video).
+        key_fit: :class:`facerig.face.FitOptions` of the independent keyframe fits
+            (``identity_fit="average"``; default a copy of :data:`KEYFRAME_FIT`: a finer photometric
+            stage than a single photo's default, the identity fit runs once per video). A dict is
+            accepted and converted: ``FitOptions(**key_fit)`` (the fitter's defaults + its keys).
         texture_size: side of texture.png in texels (0 = no texture).
         preview: write preview.mp4; preview_height: height of each preview panel (px, default
             min(frame height, 360)).
@@ -127,7 +128,7 @@ class RigOptions:
     correctives: int = 0
     iterations: int = 3
     key_photo_iterations: int = 40
-    key_fit: dict = field(default_factory=lambda: dict(KEYFRAME_FIT))
+    key_fit: FitOptions = field(default_factory=lambda: replace(KEYFRAME_FIT))
     texture_size: int = 256
     preview: bool = True
     preview_height: int | None = None
@@ -145,6 +146,11 @@ class RigOptions:
     smooth_codes: float = 0.034
 
     def __post_init__(self):
+        if self.key_fit is None or isinstance(self.key_fit, dict):
+            self.key_fit = FitOptions(**(self.key_fit or {}))
+        if not isinstance(self.key_fit, FitOptions):
+            raise ValueError(f"key_fit: expected a facerig.face.FitOptions (or a dict of its fields), "
+                             f"got {type(self.key_fit).__name__}")
         for name in ("keyframes", "iterations", "chunk"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -417,7 +423,7 @@ def _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal=No
         log(f"fitting {len(key_pos)} keyframes independently (frames {', '.join(map(str, key_frames))}); "
             "identity and albedo = their mean")
         t0 = time.perf_counter()
-        kopts = FitOptions(**(opts.key_fit or {}))
+        kopts = opts.key_fit
         fits = [fit_image(images[int(frames[p])], dec, landmarks=points[p], focal=focal, options=kopts) for p in key_pos]
         codes = [f.code for f in fits]
         identity = torch.cat([c.identity for c in codes]).mean(0)
