@@ -34,7 +34,7 @@ Printed (mean over clips):
 * **frames/s**: landmark tracking + per-frame fitting after the identity fit (the rig's two
   per-frame stages; decoding included), and the identity fit's time.
 
-Targets (issue 8): identity error <= 0.7x the single-frame fit; weight correlation >= 0.8 on
+Targets: identity error <= 0.7x the single-frame fit; weight correlation >= 0.8 on
 jawOpen, eyeBlink and mouthSmile; jitter <= 0.5x per-frame fitting; >= 10 frames/s at 640 x 480.
 
 Run:  .venv/bin/python tools/bench_rig.py [--clips 2] [--frames 300] [--quick] [--threads 1]
