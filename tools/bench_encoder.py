@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -43,10 +42,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
 
-from facerig.encoder.model import FaceEncoder, load_encoder  # noqa: E402
+from facerig.encoder.model import FaceEncoder, load_encoder
 
 VARIANTS = [("mobile w0.5", "mobile", {"width": 0.5}), ("mobile w1.0", "mobile", {"width": 1.0}),
             ("resnet", "resnet", {})]
@@ -159,7 +156,9 @@ def bench_training(size, steps):
 
 
 def bench_accuracy(encoder, n, seed, refine_steps=(1, 2, 5), compare_landmarks=None, gt_detail=True):
-    from bench_fit import FOCAL, SIZE, aligned_error
+    from bench_fit import FOCAL, SIZE
+
+    from facerig.model.geometry import aligned_error_mm as aligned_error
 
     from facerig.encoder.reconstruct import Reconstructor
     from facerig.face import FaceDecoder, fit_image

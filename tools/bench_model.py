@@ -14,9 +14,7 @@ from pathlib import Path
 
 import torch
 
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facerig.model import export_model_rig, load_model  # noqa: E402
+from facerig.model import export_model_rig, load_model
 
 
 def timeit(fn, repeat):

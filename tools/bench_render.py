@@ -31,9 +31,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import facerig.render as R  # noqa: E402
+import facerig.render as R
 
 SUBDIV = {1280: 3, 5120: 4, 20480: 5, 81920: 6}
 # pytorch3d 0.7.9 (source build), torch 2.13 CPU, 2 threads, hard rasterisation, 1 face/pixel,

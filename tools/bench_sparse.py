@@ -46,7 +46,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -54,9 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facerig.sparse.data import (  # noqa: E402
+from facerig.sparse.data import (
     CODING_IMAGES,
     DICTIONARY_IMAGES,
     TEST_IMAGES,
@@ -64,10 +62,10 @@ from facerig.sparse.data import (  # noqa: E402
     gaussian_dictionary,
     natural_patches,
 )
-from facerig.sparse.dictionary import learn_dictionary  # noqa: E402
-from facerig.sparse.lasso import lasso_objective, lasso_solve  # noqa: E402
-from facerig.sparse.networks import LISTANet, lipschitz_constant  # noqa: E402
-from facerig.sparse.training import lasso_problem, train_lista  # noqa: E402
+from facerig.sparse.dictionary import learn_dictionary
+from facerig.sparse.lasso import lasso_objective, lasso_solve
+from facerig.sparse.networks import LISTANet, lipschitz_constant
+from facerig.sparse.training import lasso_problem, train_lista
 
 ALPHA = 0.1
 
@@ -121,11 +119,11 @@ def solver_curve(X, D, Ystar, algorithm: str, n_iter: int, alpha: float = ALPHA)
     """Code error after each of ``n_iter`` iterations of the core's ISTA / FISTA."""
     from facerig.energy.prox import soft_threshold
     from facerig.energy.solvers import fista, ista
-    from facerig.sparse.lasso import _gradient_fn
+    from facerig.sparse.lasso import lasso_gradient
 
     errs: list[float] = []
     solver = fista if algorithm == "fista" else ista
-    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=_gradient_fn(X, D),
+    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=lasso_gradient(X, D),
            prox=lambda v, t: soft_threshold(v, t * alpha), step=1.0 / lipschitz_constant(D),
            max_iter=n_iter, callback=lambda k, y, e: errs.append(rel_err(y, Ystar)),
            history_every=n_iter + 1)
@@ -336,11 +334,11 @@ def part2(out: Path, quick: bool, results: dict) -> None:
 def _iterate(X, D, lam, algorithm, K):
     from facerig.energy.prox import soft_threshold
     from facerig.energy.solvers import fista, ista
-    from facerig.sparse.lasso import _gradient_fn
+    from facerig.sparse.lasso import lasso_gradient
 
     outs = []
     solver = fista if algorithm == "fista" else ista
-    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=_gradient_fn(X, D),
+    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=lasso_gradient(X, D),
            prox=lambda v, t: soft_threshold(v, t * lam), step=1.0 / lipschitz_constant(D),
            max_iter=K, callback=lambda k, y, e: outs.append(y.clone()), history_every=K + 1)
     return outs

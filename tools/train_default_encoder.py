@@ -47,12 +47,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from facerig.encoder.losses import CODE_WEIGHTS  # noqa: E402
-from facerig.encoder.model import FaceEncoder  # noqa: E402
-from facerig.encoder.synthetic_data import SamplePhotoDataset, SyntheticFaceDataset  # noqa: E402
-from facerig.encoder.training import TrainOptions, train_encoder  # noqa: E402
+from facerig.encoder.losses import CODE_WEIGHTS
+from facerig.encoder.model import FaceEncoder
+from facerig.encoder.synthetic_data import SamplePhotoDataset, SyntheticFaceDataset
+from facerig.encoder.training import TrainOptions, train_encoder
 
 
 def main(argv=None) -> int:

@@ -56,6 +56,7 @@ from facerig.sparse.networks import lipschitz_constant
 
 __all__ = [
     "LassoResult",
+    "lasso_gradient",
     "lasso_objective",
     "lasso_duality_gap",
     "alpha_max",
@@ -122,8 +123,11 @@ class LassoResult:
     stats: dict = field(default_factory=dict)
 
 
-def _gradient_fn(X: torch.Tensor, D: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def lasso_gradient(X: torch.Tensor, D: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Analytic gradient of the smooth part ``½‖x − y·D‖²``: ``y·G − x·Dᵀ`` with the Gram ``G = D·Dᵀ``.
+
+    ``X`` (n_samples, n_features) signals, ``D`` (n_atoms, n_features) dictionary; returns the map
+    ``Y (n_samples, n_atoms) -> gradient (n_samples, n_atoms)`` (for the core's ISTA / FISTA ``grad=``).
 
     Costs ``n_atoms²`` per sample instead of ``2·n_atoms·n_features`` when ``n_atoms <= 2·n_features``.
     """
@@ -801,7 +805,7 @@ def lasso_solve(X: torch.Tensor, dictionary: torch.Tensor, alpha: float, algorit
     with torch.no_grad():
         while iters_done < max_iter and active.numel() and reason != "gap":
             Xa = X[active]
-            grad = _gradient_fn(Xa, D)
+            grad = lasso_gradient(Xa, D)
             state = {"prev": None, "done": None}
 
             def callback(k, y, _energy, Xa=Xa, state=state):

@@ -185,13 +185,13 @@ def test_fused_fista_layers_match_the_core_fista(shape, restart):
     """The fast path's fused iteration (facerig.energy.fista_l1_quadratic: one addmm + softshrink
     + lerp) is the core's general FISTA."""
     from facerig.energy.solvers import fista, fista_l1_quadratic
-    from facerig.sparse.lasso import _gradient_fn
+    from facerig.sparse.lasso import lasso_gradient
     from facerig.sparse.networks import lipschitz_constant
 
     X, D = _problem(n_atoms=shape[0], n_features=shape[1], n_samples=12, seed=3)
     Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
     step, alpha = 1.0 / lipschitz_constant(Dt), 0.2
-    ref = fista(torch.zeros(12, shape[0], dtype=torch.float64), grad=_gradient_fn(Xt, Dt),
+    ref = fista(torch.zeros(12, shape[0], dtype=torch.float64), grad=lasso_gradient(Xt, Dt),
                 prox=lambda v, t: soft_threshold(v, alpha * t), step=step, max_iter=25, restart=restart).x
     Y0 = torch.zeros(12, shape[0], dtype=torch.float64)
     if shape[0] <= 2 * shape[1]:
