@@ -75,7 +75,8 @@ def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
     import cv2
 
     from facerig.io import atomic_write, write_image
-    from facerig.landmarks import as_rgb_uint8, draw_landmarks
+    from facerig.io import as_rgb_uint8
+    from facerig.landmarks import draw_landmarks
 
     folder.mkdir(parents=True, exist_ok=True)
     rgb = as_rgb_uint8(image)

@@ -36,6 +36,7 @@ from facerig.encoder.model import FaceEncoder
 from facerig.energy.training import Problem, TrainResult, train
 from facerig.face.decoder import FaceDecoder
 from facerig.io import atomic_open, atomic_write, write_image
+from facerig.model.geometry import similarity_aligned
 
 __all__ = ["BatchStream", "TrainOptions", "TrainConfig", "train_encoder", "evaluate", "MODE_PRESETS", "reconstruction_grid"]
 
@@ -171,8 +172,6 @@ def evaluate(encoder: FaceEncoder, batches, decoder: FaceDecoder, loss: MoFALoss
     per-vertex error after similarity alignment (items with a target code), "loss": mean scaled
     face energy, "n": items}``.
     """
-    from facerig.model.geometry import similarity_aligned
-
     was = encoder.training
     encoder.eval()
     dev = next(encoder.parameters()).device

@@ -35,10 +35,10 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from facerig.face.decoder import SH_AMBIENT, FaceDecoder, make_camera
-from facerig.model import GraphicCode
+from facerig.model import FaceModel, GraphicCode
 from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama
 from facerig.model.loaders import orient_outward, read_obj, triangulate_polygons
-from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh
+from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh, vertex_normals
 from facerig.render.shading import check_shading
 
 __all__ = ["IctTruth", "BACKGROUND_PHOTOS", "background_photos", "random_crop", "head_rotation", "random_rotation", "random_sh",
@@ -224,9 +224,6 @@ def smooth_subdivide(verts: Tensor, faces: Tensor, colors: Tensor | None = None,
     Returns:
         ``(verts (B, V', 3), colors (B, V', C) or None, faces (F * 4**levels, 3))``.
     """
-    from facerig.model import FaceModel
-    from facerig.render import vertex_normals
-
     if verts.ndim != 3 or verts.shape[-1] != 3:
         raise ValueError(f"verts: expected (B, V, 3), got {tuple(verts.shape)}")
     if not isinstance(levels, (int, np.integer)) or levels < 0:

@@ -7,13 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from facerig.io import ImageReadError, as_rgb_uint8, resize_max_side
-from facerig.landmarks.detect import (
-    DEFAULT_MAX_SIDE,
-    _check_max_faces,
-    _check_unit,
-    _MeshGraph,
-    _mesh_faces,
-)
+from facerig.landmarks.detect import DEFAULT_MAX_SIDE, _MeshGraph, _check_max_faces, _check_unit, _mesh_faces
 from facerig.landmarks.filters import OneEuroFilter
 from facerig.landmarks.types import FaceLandmarks, box_iou
 from facerig.video import VideoReader

@@ -27,6 +27,7 @@ Also here: :func:`select_keyframes` (diverse poses and expressions from the trac
 from __future__ import annotations
 
 import functools
+from fnmatch import fnmatchcase
 
 import numpy as np
 import torch
@@ -34,10 +35,9 @@ from torch import Tensor
 
 from facerig.energy.solvers import levenberg_marquardt
 from facerig.energy.terms import Term, WeightedSum
-from facerig.face import CodePrior, FaceDecoder, FaceObservation, LandmarkTerm, contour_correspondence, contour_normals
-from facerig.face import stacked_residuals
-from facerig.face.fit import (PhotometricLM, ParameterPacker, parameter_scales, stacked_jacobian,
-                              vertex_jacobian)
+from facerig.face import (CodePrior, FaceDecoder, FaceObservation, LandmarkTerm, contour_correspondence,
+                          contour_normals, stacked_residuals)
+from facerig.face.fit import ParameterPacker, PhotometricLM, parameter_scales, stacked_jacobian, vertex_jacobian
 from facerig.landmarks import MEDIAPIPE_FACE_OVAL, square_crop
 from facerig.model import GraphicCode
 from facerig.render import sh_basis, vertex_normals
@@ -277,7 +277,6 @@ class FrameTracker:
         self.exp_scale = m.expression_std.to(self.dev, self.dt)
         factor = torch.ones(K, dtype=self.dt, device=self.dev)
         if shape_prior:
-            from fnmatch import fnmatchcase
             for k, name in enumerate(m.expression_names):
                 for pat, f in shape_prior.items():
                     if fnmatchcase(name, pat):

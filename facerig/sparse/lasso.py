@@ -44,13 +44,7 @@ import torch
 
 from facerig.energy.prox import soft_threshold
 from facerig.energy.solvers import fista, ista
-from facerig.sparse._validation import (
-    check_alpha,
-    check_dictionary,
-    check_positive_int,
-    check_samples,
-    to_output,
-)
+from facerig.sparse._validation import check_alpha, check_dictionary, check_positive_int, check_samples, to_output
 from facerig.sparse.networks import lipschitz_constant
 from facerig.sparse.support import _fast_bfloat16, _lasso_fista_polish_chunks, _polish_on_support
 

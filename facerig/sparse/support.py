@@ -8,7 +8,9 @@ dictionary D (k, d), codes Y (n, k), Gram G = D D^T (k, k).
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
@@ -84,8 +86,6 @@ def _pool(nt: int):
     key = (os.getpid(), nt)
     pool = _POOL.get(key)
     if pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
         pool = _POOL[key] = ThreadPoolExecutor(nt, thread_name_prefix=_POOL_PREFIX)
     return pool
 
@@ -95,8 +95,6 @@ _POOL_PREFIX = "facerig-lasso"
 
 def _in_pool_thread() -> bool:
     """Inside one of the pool's workers (whose jobs must not wait on the same pool)."""
-    import threading
-
     return threading.current_thread().name.startswith(_POOL_PREFIX)
 
 

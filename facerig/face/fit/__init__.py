@@ -50,8 +50,8 @@ from facerig.face.fit.jacobians import normal_tangent_matrix, pixel_rows_product
 from facerig.face.fit.landmark import JACOBIAN_MODE, landmark_lm, landmark_setup, pnp_pose, update_contour
 from facerig.face.fit.options import SUBDIVIDE_SCHEMES, FitOptions, NoFaceError
 from facerig.face.fit.params import CODE_PARTS, ParameterPacker, parameter_scales, temporal_scales
-from facerig.face.fit.photometric import (PhotometricLM, init_light_albedo, photometric_refine,
-                                          photometric_refine_adam, robust_rho, robust_rho_grad)
+from facerig.face.fit.photometric import (PhotometricLM, init_light_albedo, photometric_refine, photometric_refine_adam,
+                                          robust_rho, robust_rho_grad)
 from facerig.face.fit.pipeline import fit_faces, fit_frames, fit_image, fit_observations
 from facerig.face.fit.results import FaceFit, MultiFrameFit
 from facerig.face.fit.subdivision import butterfly_model, butterfly_stencil, excluded_faces, subdivided_decoder

@@ -18,7 +18,8 @@ from facerig.face.fit.options import FitOptions, NoFaceError
 from facerig.face.fit.params import ParameterPacker, parameter_scales, temporal_scales
 from facerig.face.fit.photometric import photometric_stage
 from facerig.face.fit.results import FaceFit, MultiFrameFit
-from facerig.landmarks import LandmarkTracker, as_rgb_uint8, detect_landmarks, square_crop, to_ibug68
+from facerig.io import as_rgb_uint8
+from facerig.landmarks import LandmarkTracker, detect_landmarks, square_crop, to_ibug68
 from facerig.model import FaceModel
 
 __all__ = ["fit_observations", "fit_image", "fit_faces", "fit_frames"]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from facerig.face.decoder import FaceDecoder
-from facerig.landmarks import as_rgb_uint8
+from facerig.io import as_rgb_uint8
 from facerig.model import GraphicCode
 
 __all__ = ["FaceFit", "MultiFrameFit"]
