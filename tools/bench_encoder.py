@@ -44,23 +44,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 from facerig.encoder.model import FaceEncoder, load_encoder
+from facerig.timing import time_runs
 
 VARIANTS = [("mobile w0.5", "mobile", {"width": 0.5}), ("mobile w1.0", "mobile", {"width": 1.0}),
             ("resnet", "resnet", {})]
 
 
 def _median_time(fn, reps, clock=time.perf_counter):
-    ts = []
-    for _ in range(reps):
-        t0 = clock()
-        fn()
-        ts.append(clock() - t0)
-    return float(np.median(ts))
+    """Median seconds of ``fn`` over ``reps`` runs: wall clock, or process CPU time with ``clock=time.process_time``."""
+    t = time_runs(fn, reps)
+    return t.median_cpu if clock is time.process_time else t.median
 
 
 def _median_cpu(fn, reps):
     """Median process CPU time (s) of ``fn``: with 1 thread, about its wall time on an idle machine."""
-    return _median_time(fn, reps, clock=time.process_time)
+    return time_runs(fn, reps).median_cpu
 
 
 def bench_speed(size, reps, batch=64, unfused=False):

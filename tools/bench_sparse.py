@@ -53,19 +53,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-from facerig.sparse.data import (
-    CODING_IMAGES,
-    DICTIONARY_IMAGES,
-    TEST_IMAGES,
-    bernoulli_gaussian_codes,
-    gaussian_dictionary,
-    natural_patches,
-)
+from facerig.sparse.data import (CODING_IMAGES, DICTIONARY_IMAGES, TEST_IMAGES, bernoulli_gaussian_codes,
+                                 gaussian_dictionary, natural_patches)
 from facerig.sparse.dictionary import learn_dictionary
 from facerig.sparse.lasso import lasso_objective, lasso_solve
 from facerig.sparse.networks import LISTANet, lipschitz_constant
 from facerig.sparse.training import lasso_problem, train_lista
+from facerig.timing import time_runs
 
 ALPHA = 0.1
 
@@ -362,11 +356,10 @@ def _timed_runs(methods: dict, reps: int) -> dict:
     for _ in range(reps):
         for name, fn in methods.items():
             time.sleep(0.2)                 # let the previous method's worker processes / threads settle
-            c = time.process_time()
-            t = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t)
-            cpu[name].append(time.process_time() - c)
+            t = time_runs(fn, 1)
+            outs[name] = t.result
+            times[name].append(float(t.wall[0]))
+            cpu[name].append(float(t.cpu[0]))
     return {k: (times[k], torch.as_tensor(outs[k]), cpu[k]) for k in methods}
 
 
