@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from facerig.landmarks.image import ImageReadError
+from facerig.io import ImageReadError, as_rgb_uint8, atomic_path, load_image
 
 __all__ = ["VideoError", "VideoReader", "VideoWriter", "is_video", "VIDEO_EXTENSIONS", "FRAME_EXTENSIONS",
            "WORKING_CODECS"]
@@ -111,7 +111,6 @@ class VideoReader:
             self._files = files
             total = len(files)
             self.source_fps = float(fps) if fps is not None else 30.0
-            from facerig.landmarks.image import load_image
             first = load_image(files[min(self.start, total - 1)])
             self.size = (int(first.shape[1]), int(first.shape[0]))
         else:
@@ -146,7 +145,6 @@ class VideoReader:
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self._files is not None:
-            from facerig.landmarks.image import load_image
 
             end = len(self._files) if self.stop is None else min(self.stop, len(self._files))
             for i in range(self.start, end, self.stride):
@@ -209,7 +207,6 @@ class VideoWriter:
     def __init__(self, path, fps: float, size: tuple[int, int]):
         import cv2
 
-        from facerig.io import atomic_path
 
         self.path = Path(path)
         ext = self.path.suffix.lower()
@@ -231,7 +228,6 @@ class VideoWriter:
 
     def write(self, rgb) -> None:
         """Append one frame: ``(H, W, 3)`` uint8 RGB, or float in [0, 1] (NumPy or torch)."""
-        from facerig.landmarks.image import as_rgb_uint8
 
         if self._writer is None:
             raise ValueError("write() after close()")

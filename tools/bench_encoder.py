@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -43,27 +42,23 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
 
-from facerig.encoder.model import FaceEncoder, load_encoder  # noqa: E402
+from facerig.encoder.model import FaceEncoder, load_encoder
+from facerig.timing import time_runs
 
 VARIANTS = [("mobile w0.5", "mobile", {"width": 0.5}), ("mobile w1.0", "mobile", {"width": 1.0}),
             ("resnet", "resnet", {})]
 
 
 def _median_time(fn, reps, clock=time.perf_counter):
-    ts = []
-    for _ in range(reps):
-        t0 = clock()
-        fn()
-        ts.append(clock() - t0)
-    return float(np.median(ts))
+    """Median seconds of ``fn`` over ``reps`` runs: wall clock, or process CPU time with ``clock=time.process_time``."""
+    t = time_runs(fn, reps)
+    return t.median_cpu if clock is time.process_time else t.median
 
 
 def _median_cpu(fn, reps):
     """Median process CPU time (s) of ``fn``: with 1 thread, about its wall time on an idle machine."""
-    return _median_time(fn, reps, clock=time.process_time)
+    return time_runs(fn, reps).median_cpu
 
 
 def bench_speed(size, reps, batch=64, unfused=False):
@@ -159,7 +154,9 @@ def bench_training(size, steps):
 
 
 def bench_accuracy(encoder, n, seed, refine_steps=(1, 2, 5), compare_landmarks=None, gt_detail=True):
-    from bench_fit import FOCAL, SIZE, aligned_error
+    from bench_fit import FOCAL, SIZE
+
+    from facerig.model.geometry import aligned_error_mm as aligned_error
 
     from facerig.encoder.reconstruct import Reconstructor
     from facerig.face import FaceDecoder, fit_image

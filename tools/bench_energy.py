@@ -25,16 +25,14 @@ from skimage.restoration import denoise_tv_chambolle
 
 from facerig.energy import prox_tv, psnr, rof_energy, tv_denoise, tv_inpaint
 from facerig.energy.experiments import add_noise, inpainting_masks, test_image, train_tv_unrolled
+from facerig.timing import time_runs
 
 
 def best_time(fn, repeat):
-    best, out = float("inf"), None
+    """(the last result, the fastest wall-clock seconds) of ``repeat`` runs without autograd."""
     with torch.no_grad():
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-    return out, best
+        t = time_runs(fn, repeat)
+    return t.result, t.best
 
 
 def skimage_iters_to_reach(noisy, weight, target):

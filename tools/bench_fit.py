@@ -56,20 +56,16 @@ Run:  .venv/bin/python tools/bench_fit.py [--n 200] [--quick] [--threads 1] [--n
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from facerig.face import FaceDecoder, FitOptions, fit_image  # noqa: E402
-from facerig.face.decoder import make_camera  # noqa: E402
-from facerig.face.synthetic import FaceRenderer, SyntheticFaces, random_crop  # noqa: E402
-from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama  # noqa: E402
+from facerig.face import FaceDecoder, FitOptions, fit_image
+from facerig.face.decoder import make_camera
+from facerig.face.synthetic import IctTruth, SyntheticFaces, random_crop
+from facerig.model.geometry import aligned_error_mm
 
 REPO = Path(__file__).resolve().parents[1]
 ICT_DIR = REPO.parent / "shared" / "data" / "ict-facekit"
@@ -79,62 +75,7 @@ GT_SMOOTH = 0  # self-fit ground truth: curved subdivision levels of the render 
 FOCAL = 2.5 * SIZE
 
 
-def aligned_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    s, R, t = umeyama(pred, gt, scale=True)
-    return np.linalg.norm(pred @ (s * R).T + t - gt, axis=1) * 10.0  # cm -> mm
-
-
-class IctTruth:
-    """ICT-FaceKit faces and the 468 ICT surface points that correspond to the default model's vertices."""
-
-    def __init__(self, dec: FaceDecoder, folder: Path, albedo: str = "nearest"):
-        from facerig.model.loaders import _orient_outward, _triangulate, read_obj
-        z = np.load(folder / "ict_face_area_morphs.npz")
-        self.neutral = z["neutral"].astype(np.float64)
-        self.id_deltas = z["identity"].astype(np.float64) - self.neutral
-        names = list(z["expression_names"])
-        idx = json.loads((folder / "vertex_indices.json").read_text())
-        order = [names.index(n) for n in idx["expressions"]]
-        self.exp_deltas = z["expression"][order].astype(np.float64) - self.neutral
-        n = len(self.neutral)
-        _, polys, _, tpolys = read_obj(folder / "generic_neutral_mesh.obj", polygons=True)
-        faces, _ = _triangulate(polys, tpolys, n)
-        self.faces = _orient_outward(self.neutral, faces)
-        m = dec.model
-        mean = m.mean.double().numpy()
-        lm_ict = np.asarray(idx["idx_to_landmark_verts"])[17:]
-        lm_def = m.landmarks_ibug68.indices.numpy()[17:]
-        # rigid default-model frame -> ICT frame, refined by closest-point ICP
-        _, R, t = umeyama(mean[lm_def], self.neutral[lm_ict], scale=False)
-        surf = SurfaceQuery(self.neutral, self.faces)
-        for _ in range(10):
-            cp, d, _ = surf(mean @ R.T + t)
-            _, R, t = umeyama(mean, cp, scale=False)
-        cp, d, tri = surf(mean @ R.T + t)
-        self.icp_residual_mm = float(d.mean() * 10)
-        self.tri = self.faces[tri]
-        self.bary = barycentric_coordinates(cp, self.neutral[self.tri])
-        self.R, self.t = R, t  # default model frame -> ICT frame
-        # albedo transfer: nearest default vertex of every ICT vertex (in the ICT frame)
-        from scipy.spatial import cKDTree
-        _, self.nearest = cKDTree(mean @ R.T + t).query(self.neutral)
-        self.albedo_mode = albedo
-        if albedo == "barycentric":  # the default model's (interpolated) albedo at each ICT vertex's closest point
-            cp2, _, tri2 = SurfaceQuery(mean @ R.T + t, m.faces.numpy())(self.neutral)
-            fd = m.faces.numpy()[tri2]
-            self.alb_tri = torch.from_numpy(fd)
-            self.alb_bary = torch.from_numpy(barycentric_coordinates(cp2, (mean @ R.T + t)[fd])).float()
-        self.renderer = FaceRenderer(self.faces, n)  # eye holes closed for the renders only
-
-    def sample(self, rng, expr_scale=0.5):
-        c = rng.standard_normal(len(self.id_deltas))
-        w = np.abs(rng.normal(0, 0.5, len(self.exp_deltas))) * expr_scale
-        shape = self.neutral + np.tensordot(c, self.id_deltas, 1) + np.tensordot(w, self.exp_deltas, 1)
-        # into the default model's frame (x subject's left, y up, z out of the face)
-        return (shape - self.t) @ self.R
-
-    def points468(self, shape_model_frame):
-        return (shape_model_frame[self.tri] * self.bary[..., None]).sum(1)
+aligned_error = aligned_error_mm  # (N,) mm after a similarity alignment
 
 
 def make_sample(rng, gen: SyntheticFaces, ict: IctTruth | None):

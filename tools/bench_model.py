@@ -14,20 +14,13 @@ from pathlib import Path
 
 import torch
 
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facerig.model import export_model_rig, load_model  # noqa: E402
+from facerig.model import export_model_rig, load_model
+from facerig.timing import time_runs
 
 
 def timeit(fn, repeat):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2] * 1e3
+    """Median wall-clock ms of ``repeat`` runs after one warm-up."""
+    return time_runs(fn, repeat, warmup=1).median * 1e3
 
 
 def main(argv=None) -> int:

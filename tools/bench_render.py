@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -31,9 +30,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import facerig.render as R  # noqa: E402
+import facerig.render as R
+from facerig.timing import time_runs as _time_runs
 
 SUBDIV = {1280: 3, 5120: 4, 20480: 5, 81920: 6}
 # pytorch3d 0.7.9 (source build), torch 2.13 CPU, 2 threads, hard rasterisation, 1 face/pixel,
@@ -104,18 +102,8 @@ def sync(device):
 
 def time_runs(fn, runs, device, warmup=3):
     """Median wall-clock ms and median process CPU ms (all threads) over ``runs`` runs."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    ts, cs = [], []
-    for _ in range(runs):
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        ts.append((time.perf_counter() - t0) * 1e3)
-        cs.append((time.process_time() - c0) * 1e3)
-    return statistics.median(ts), statistics.median(cs)
+    t = _time_runs(fn, runs, warmup=warmup, sync=lambda: sync(device))
+    return t.median * 1e3, t.median_cpu * 1e3
 
 
 def bench_config(n_tris, size, batch, device, runs, with_aa):

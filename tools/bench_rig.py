@@ -34,7 +34,7 @@ Printed (mean over clips):
 * **frames/s**: landmark tracking + per-frame fitting after the identity fit (the rig's two
   per-frame stages; decoding included), and the identity fit's time.
 
-Targets (issue 8): identity error <= 0.7x the single-frame fit; weight correlation >= 0.8 on
+Targets: identity error <= 0.7x the single-frame fit; weight correlation >= 0.8 on
 jawOpen, eyeBlink and mouthSmile; jitter <= 0.5x per-frame fitting; >= 10 frames/s at 640 x 480.
 
 Run:  .venv/bin/python tools/bench_rig.py [--clips 2] [--frames 300] [--quick] [--threads 1]
@@ -51,19 +51,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facerig.face import FaceDecoder, fit_image
+from facerig.face.decoder import make_camera
+from facerig.face.synthetic import IctTruth, background_photos, head_rotation, random_crop, random_sh
+from facerig.model.geometry import aligned_error_mm as _aligned
+from facerig.rig import RigOptions, build_rig, jitter, performance_curves
+from facerig.video import VideoReader, VideoWriter
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
-
-from bench_fit import ICT_DIR, IctTruth  # noqa: E402  (the ICT ground truth and its 468-point correspondence)
-
-from facerig.face import FaceDecoder, fit_image  # noqa: E402
-from facerig.face.decoder import make_camera  # noqa: E402
-from facerig.face.synthetic import background_photos, random_crop, random_sh  # noqa: E402
-from facerig.model.geometry import umeyama  # noqa: E402
-from facerig.rig import RigOptions, build_rig, jitter, performance_curves  # noqa: E402
-from facerig.face.synthetic import head_rotation  # noqa: E402
-from facerig.video import VideoReader, VideoWriter  # noqa: E402
+ICT_DIR = REPO.parent / "shared" / "data" / "ict-facekit"
 
 W_IMG, H_IMG, FPS = 640, 480, 30.0
 FOCAL = 2.5 * W_IMG
@@ -72,8 +68,7 @@ SHAPES = ("jawOpen", "eyeBlink_L", "eyeBlink_R", "mouthSmile_L", "mouthSmile_R")
 
 def aligned_error_mm(pred: np.ndarray, gt: np.ndarray) -> float:
     """Mean per-point distance (mm) after a similarity alignment of pred (N, 3) onto gt (N, 3), cm."""
-    s, R, t = umeyama(pred, gt, scale=True)
-    return float(np.linalg.norm(s * pred @ R.T + t - gt, axis=1).mean() * 10)
+    return float(_aligned(pred, gt).mean())
 
 
 def make_clip(path: Path, seed: int, n_frames: int, ict: IctTruth, dec: FaceDecoder, renderer=None):

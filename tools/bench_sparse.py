@@ -46,7 +46,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -54,20 +53,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from facerig.sparse.data import (  # noqa: E402
-    CODING_IMAGES,
-    DICTIONARY_IMAGES,
-    TEST_IMAGES,
-    bernoulli_gaussian_codes,
-    gaussian_dictionary,
-    natural_patches,
-)
-from facerig.sparse.dictionary import learn_dictionary  # noqa: E402
-from facerig.sparse.lasso import lasso_objective, lasso_solve  # noqa: E402
-from facerig.sparse.networks import LISTANet, lipschitz_constant  # noqa: E402
-from facerig.sparse.training import lasso_problem, train_lista  # noqa: E402
+from facerig.sparse.data import (CODING_IMAGES, DICTIONARY_IMAGES, TEST_IMAGES, bernoulli_gaussian_codes,
+                                 gaussian_dictionary, natural_patches)
+from facerig.sparse.dictionary import learn_dictionary
+from facerig.sparse.lasso import lasso_objective, lasso_solve
+from facerig.sparse.networks import LISTANet, lipschitz_constant
+from facerig.sparse.training import lasso_problem, train_lista
+from facerig.timing import time_runs
 
 ALPHA = 0.1
 
@@ -121,11 +113,11 @@ def solver_curve(X, D, Ystar, algorithm: str, n_iter: int, alpha: float = ALPHA)
     """Code error after each of ``n_iter`` iterations of the core's ISTA / FISTA."""
     from facerig.energy.prox import soft_threshold
     from facerig.energy.solvers import fista, ista
-    from facerig.sparse.lasso import _gradient_fn
+    from facerig.sparse.lasso import lasso_gradient
 
     errs: list[float] = []
     solver = fista if algorithm == "fista" else ista
-    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=_gradient_fn(X, D),
+    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=lasso_gradient(X, D),
            prox=lambda v, t: soft_threshold(v, t * alpha), step=1.0 / lipschitz_constant(D),
            max_iter=n_iter, callback=lambda k, y, e: errs.append(rel_err(y, Ystar)),
            history_every=n_iter + 1)
@@ -336,11 +328,11 @@ def part2(out: Path, quick: bool, results: dict) -> None:
 def _iterate(X, D, lam, algorithm, K):
     from facerig.energy.prox import soft_threshold
     from facerig.energy.solvers import fista, ista
-    from facerig.sparse.lasso import _gradient_fn
+    from facerig.sparse.lasso import lasso_gradient
 
     outs = []
     solver = fista if algorithm == "fista" else ista
-    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=_gradient_fn(X, D),
+    solver(torch.zeros(X.shape[0], D.shape[0], dtype=X.dtype), grad=lasso_gradient(X, D),
            prox=lambda v, t: soft_threshold(v, t * lam), step=1.0 / lipschitz_constant(D),
            max_iter=K, callback=lambda k, y, e: outs.append(y.clone()), history_every=K + 1)
     return outs
@@ -364,11 +356,10 @@ def _timed_runs(methods: dict, reps: int) -> dict:
     for _ in range(reps):
         for name, fn in methods.items():
             time.sleep(0.2)                 # let the previous method's worker processes / threads settle
-            c = time.process_time()
-            t = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t)
-            cpu[name].append(time.process_time() - c)
+            t = time_runs(fn, 1)
+            outs[name] = t.result
+            times[name].append(float(t.wall[0]))
+            cpu[name].append(float(t.cpu[0]))
     return {k: (times[k], torch.as_tensor(outs[k]), cpu[k]) for k in methods}
 
 

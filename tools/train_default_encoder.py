@@ -47,12 +47,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from facerig.encoder.losses import CODE_WEIGHTS  # noqa: E402
-from facerig.encoder.model import FaceEncoder  # noqa: E402
-from facerig.encoder.synthetic_data import SamplePhotoDataset, SyntheticFaceDataset  # noqa: E402
-from facerig.encoder.training import TrainConfig, train_encoder  # noqa: E402
+from facerig.encoder.losses import CODE_WEIGHTS
+from facerig.encoder.model import FaceEncoder
+from facerig.encoder.synthetic_data import SamplePhotoDataset, SyntheticFaceDataset
+from facerig.encoder.training import TrainOptions, train_encoder
 
 
 def main(argv=None) -> int:
@@ -112,11 +111,11 @@ def main(argv=None) -> int:
         backbone = {"width": args.width} if args.arch == "mobile" else {}
         enc = FaceEncoder(args.arch, args.size, backbone=backbone, seed=args.seed)
     mode = {"self_supervised": 1.0, "unsupervised": args.unsupervised} if args.unsupervised > 0 else "self_supervised"
-    cfg = TrainConfig(mode=mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=100, log_every=20,
+    cfg = TrainOptions(mode=mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=100, log_every=20,
                       val_every=max(1, args.steps // 8), seed=args.seed, render_size=args.render_size,
                       code_weights={"shape": args.shape_weight, "aligned": args.aligned_weight})
     t0 = time.perf_counter()
-    res = train_encoder(enc, data, args.out, config=cfg, val_dataset=val, device=args.device, resume=args.resume)
+    res = train_encoder(enc, data, args.out, options=cfg, val_dataset=val, device=args.device, resume=args.resume)
     enc.to("cpu")
     path = enc.save(args.asset, half=True, extra={"trained_by": "tools/train_default_encoder.py " + " ".join(argv or sys.argv[1:]),
                                                    "steps": res.n_steps, "init": args.init,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm"}
+from facerig.cli import IMAGE_EXTENSIONS, UserError, batch_inputs, run_batch
+
 
 
 def register(subparsers) -> None:
@@ -53,29 +53,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _collect(inputs) -> list[Path]:
-    from facerig.cli import collect_files
-
-    return collect_files(inputs, IMAGE_EXTENSIONS, "fit", "images")
-
-
-def _unique_stems(paths) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        stem = p.stem if isinstance(p, Path) else str(p)
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        out.append(stem if n == 0 else f"{stem}_{n + 1}")
-    return out
-
-
 def export_face_mesh(path: Path, model, identity, expression, albedo) -> int:
     """Write the face of the (1, K) coefficients as a mesh (model frame, cm, albedo vertex colours)
     on the model's detail surface when it has one (:meth:`facerig.model.FaceModel.detailed`: the
     default model's 1833 vertices, the first 468 being its Face Mesh vertices), else on its mesh.
     Returns the number of vertices written."""
-    import torch
+    import torch  # heavy: imported by the commands that run, so that ``facerig --help`` stays fast
 
     from facerig.model import export_mesh
 
@@ -90,10 +73,10 @@ def export_face_mesh(path: Path, model, identity, expression, albedo) -> int:
 def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
     """Write mesh, overlay.png, landmarks.png and code.json of a :class:`facerig.face.FaceFit` (atomically)."""
     import cv2
-    import torch
 
     from facerig.io import atomic_write, write_image
-    from facerig.landmarks import as_rgb_uint8, draw_landmarks
+    from facerig.io import as_rgb_uint8
+    from facerig.landmarks import draw_landmarks
 
     folder.mkdir(parents=True, exist_ok=True)
     rgb = as_rgb_uint8(image)
@@ -121,9 +104,8 @@ def write_outputs(fit, image, folder: Path, mesh_format: str = "obj") -> dict:
 def run(args) -> int:
     import torch
 
-    from facerig.cli import UserError
-    from facerig.face import FaceDecoder, NoFaceError, fit_faces, fit_image
-    from facerig.landmarks import ImageReadError
+    from facerig.face import FaceDecoder, FitOptions, NoFaceError, fit_faces, fit_image
+    from facerig.io import ImageReadError, load_image
     from facerig.model import ModelFileError
 
     if args.threads is not None and args.threads > 0:
@@ -134,59 +116,28 @@ def run(args) -> int:
         dec = FaceDecoder(args.model, device=args.device)
     except (ModelFileError, RuntimeError) as err:
         raise UserError(str(err)) from None
-    if args.inputs:
-        paths = _collect(args.inputs)
-        if not paths:
-            raise UserError("no images to fit")
-        single = len(args.inputs) == 1 and len(paths) == 1 and not Path(args.inputs[0]).is_dir()
-        items = list(zip(_unique_stems(paths), paths))
-    else:
-        from skimage.data import astronaut
-        single = True
-        items = [("astronaut", astronaut())]
-        print("fitting the sample image: scikit-image's astronaut() (public domain)")
-    from facerig.face import FitOptions
+    items, single = batch_inputs(args.inputs, IMAGE_EXTENSIONS, "fit", "images",
+                                 "fitting the sample image: scikit-image's astronaut() (public domain)")
     opts = FitOptions(landmarks=args.landmarks)
     out = Path(args.out)
-    failures, done = [], []
-    bar = None
-    if len(items) > 1:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), desc="facerig fit", unit="image")
-    for stem, src in items:
-        label = str(src) if isinstance(src, Path) else stem
-        try:
-            image = src
-            if isinstance(src, Path):
-                from facerig.landmarks import load_image
-                image = load_image(src)
-            t0 = time.perf_counter()
-            if args.all_faces:
-                fits = fit_faces(image, dec, options=opts, iterations=args.iterations)
-                names = [f"{stem}_face{k}" for k in range(len(fits))]
-            else:
-                fits = [fit_image(image, dec, options=opts, iterations=args.iterations)]
-                names = [stem]
-            for fit, name in zip(fits, names):
-                write_outputs(fit, image, out / name, args.format)
-                msg = (f"{label}: fitted in {time.perf_counter() - t0:.2f} s; landmark error "
-                       f"{fit.landmark_error_px:.2f} px (68 points), "
-                       f"{fit.landmark_error_dense_px:.2f} px (468)" if fit.landmark_error_dense_px is not None else
-                       f"{label}: fitted in {time.perf_counter() - t0:.2f} s; landmark error "
-                       f"{fit.landmark_error_px:.2f} px (68 points)")
-                (bar.write if bar else print)(f"{msg} -> {out / name}")
-            done.append(label)
-        except (NoFaceError, ImageReadError) as err:
-            msg = f"no face found in {label}" if isinstance(err, NoFaceError) else str(err)
-            if single:
-                raise UserError(msg) from None
-            failures.append((label, msg))
-            (bar.write if bar else print)(f"skipped: {msg}", file=sys.stderr)
-        finally:
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    from facerig.cli import batch_summary
 
-    return batch_summary(done, failures, len(items), out, "fitted")
+    def work(stem, src, label, say):
+        image = load_image(src) if isinstance(src, Path) else src
+        t0 = time.perf_counter()
+        if args.all_faces:
+            fits = fit_faces(image, dec, options=opts, iterations=args.iterations)
+            names = [f"{stem}_face{k}" for k in range(len(fits))]
+        else:
+            fits = [fit_image(image, dec, options=opts, iterations=args.iterations)]
+            names = [stem]
+        for fit, name in zip(fits, names):
+            write_outputs(fit, image, out / name, args.format)
+            msg = (f"{label}: fitted in {time.perf_counter() - t0:.2f} s; landmark error "
+                   f"{fit.landmark_error_px:.2f} px (68 points)")
+            if fit.landmark_error_dense_px is not None:
+                msg += f", {fit.landmark_error_dense_px:.2f} px (468)"
+            say(f"{msg} -> {out / name}")
+
+    return run_batch(items, work, command="fit", verb="fitted", out=out, single=single,
+                     failure=(NoFaceError, ImageReadError),
+                     describe=lambda err, label: f"no face found in {label}" if isinstance(err, NoFaceError) else str(err))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from facerig.cli import UserError, batch_status
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -53,8 +55,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from facerig.cli import UserError
-
     if args.threads and args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
@@ -85,6 +85,4 @@ def run(args) -> int:
     for line in summary.lines(args.out):
         print(line)
     n_bad = len(summary.unreadable)
-    if n_bad and n_bad == len(inputs) - summary.skipped:
-        return 2
-    return 1 if n_bad else 0
+    return batch_status(len(inputs) - summary.skipped - n_bad, n_bad)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
+
+from facerig.cli import IMAGE_EXTENSIONS, UserError, batch_inputs, run_batch
 
 
 def register(subparsers) -> None:
@@ -55,14 +56,6 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1; 0 = torch's default)")
     p.set_defaults(func=run)
-
-
-def _collect(inputs) -> list[Path]:
-    from facerig.cli import collect_files
-    from facerig.cli.fit import IMAGE_EXTENSIONS
-    from facerig.video import VIDEO_EXTENSIONS
-
-    return collect_files(inputs, set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS), "reconstruct", "photos or videos")
 
 
 def _video(rec, path: Path, folder: Path, args, say) -> int:
@@ -134,12 +127,11 @@ def _video(rec, path: Path, folder: Path, args, say) -> int:
 def run(args) -> int:
     import torch
 
-    from facerig.cli import UserError
-    from facerig.cli.fit import _unique_stems, write_outputs
+    from facerig.cli.fit import write_outputs
     from facerig.encoder.reconstruct import EncoderNotFoundError, Reconstructor
     from facerig.face import NoFaceError
-    from facerig.landmarks import ImageReadError
-    from facerig.video import is_video
+    from facerig.io import ImageReadError, load_image
+    from facerig.video import VIDEO_EXTENSIONS, is_video
 
     if args.threads is not None and args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -151,17 +143,9 @@ def run(args) -> int:
         raise UserError("--max-frames must be >= 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    if args.inputs:
-        paths = _collect(args.inputs)
-        if not paths:
-            raise UserError("no photos or videos to reconstruct")
-        single = len(args.inputs) == 1 and len(paths) == 1 and not Path(args.inputs[0]).is_dir()
-        items = list(zip(_unique_stems(paths), paths))
-    else:
-        from skimage.data import astronaut
-        single = True
-        items = [("astronaut", astronaut())]
-        print("reconstructing the sample image: scikit-image's astronaut() (public domain)")
+    items, single = batch_inputs(args.inputs, IMAGE_EXTENSIONS | set(VIDEO_EXTENSIONS), "reconstruct",
+                                 "photos or videos",
+                                 "reconstructing the sample image: scikit-image's astronaut() (public domain)")
     try:
         rec = Reconstructor(args.encoder, args.model, refine=args.refine, device=args.device,
                             batch_size=args.batch_size)
@@ -170,44 +154,26 @@ def run(args) -> int:
     except (ValueError, RuntimeError) as err:
         raise UserError(f"cannot load encoder {args.encoder!r}: {err}") from None
     out = Path(args.out)
-    failures, done = [], []
-    bar = None
-    if len(items) > 1:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), desc="facerig reconstruct", unit="input")
-    say = bar.write if bar else print
-    for stem, src in items:
-        label = str(src) if isinstance(src, Path) else stem
-        try:
-            if isinstance(src, Path) and is_video(src):
-                if not _video(rec, src, out / stem, args, say):
-                    raise NoFaceError(f"no face found in any frame of {label}")
-            else:
-                image = src
-                if isinstance(src, Path):
-                    from facerig.landmarks import load_image
-                    image = load_image(src)
-                t0 = time.perf_counter()
-                fit = rec(image)
-                write_outputs(fit, image, out / stem, args.format)
-                say(f"{label}: reconstructed in {time.perf_counter() - t0:.3f} s (encoder "
-                    f"{fit.timings['encode'] * 1000:.1f} ms); landmark error "
-                    f"{fit.landmark_error_px:.2f} px (68 points), {fit.landmark_error_dense_px:.2f} px (468) "
-                    f"-> {out / stem}")
-            done.append(label)
-        except (NoFaceError, ImageReadError) as err:
-            msg = str(err)
-            if isinstance(err, NoFaceError) and "frame" not in msg:
-                msg = f"no face found in {label}"
-            if single:
-                raise UserError(msg) from None
-            failures.append((label, msg))
-            say(f"skipped: {msg}", file=sys.stderr)
-        finally:
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    from facerig.cli import batch_summary
 
-    return batch_summary(done, failures, len(items), out, "reconstructed")
+    def work(stem, src, label, say):
+        if isinstance(src, Path) and is_video(src):
+            if not _video(rec, src, out / stem, args, say):
+                raise NoFaceError(f"no face found in any frame of {label}")
+            return
+        image = load_image(src) if isinstance(src, Path) else src
+        t0 = time.perf_counter()
+        fit = rec(image)
+        write_outputs(fit, image, out / stem, args.format)
+        say(f"{label}: reconstructed in {time.perf_counter() - t0:.3f} s (encoder "
+            f"{fit.timings['encode'] * 1000:.1f} ms); landmark error "
+            f"{fit.landmark_error_px:.2f} px (68 points), {fit.landmark_error_dense_px:.2f} px (468) "
+            f"-> {out / stem}")
+
+    def describe(err, label):
+        msg = str(err)
+        if isinstance(err, NoFaceError) and "frame" not in msg:
+            msg = f"no face found in {label}"
+        return msg
+
+    return run_batch(items, work, command="reconstruct", verb="reconstructed", out=out, single=single, unit="input",
+                     failure=(NoFaceError, ImageReadError), describe=describe)

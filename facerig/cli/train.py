@@ -84,7 +84,7 @@ def _check(args):
 
 
 def _prepared(path: str, size: int):
-    """The other half of issue 6: ``facerig.encoder.data.PreparedFaces`` (imported lazily).
+    """The prepared folder at ``path`` as ``facerig.encoder.data.PreparedFaces``.
 
     Returns ``(train, val)`` views of the folder at ``size``: augmented for training, plain for validation."""
     from facerig.cli import UserError
@@ -92,10 +92,8 @@ def _prepared(path: str, size: int):
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"--data: {root} is not a folder; give a folder written by `facerig prepare`, or 'synthetic'")
-    try:
-        from facerig.encoder.data import PreparedFaces
-    except ImportError as err:
-        raise UserError(f"--data: reading prepared folders needs facerig.encoder.data ({err}); use --data synthetic") from err
+    from facerig.encoder.data import PreparedFaces
+
     try:
         train = PreparedFaces(root, size=size, augment=True)
         val = PreparedFaces(root, size=size)
@@ -115,7 +113,7 @@ def run(args) -> int:
     from facerig.cli import UserError
     from facerig.encoder.model import FaceEncoder
     from facerig.encoder.synthetic_data import SyntheticFaceDataset
-    from facerig.encoder.training import MODE_PRESETS, TrainConfig, train_encoder
+    from facerig.encoder.training import MODE_PRESETS, TrainOptions, train_encoder
 
     _check(args)
     if args.threads:
@@ -147,15 +145,15 @@ def run(args) -> int:
     val = None if not val_parts else (val_parts[0] if len(val_parts) == 1 else ConcatDataset(val_parts))
     backbone = {"width": args.width} if args.arch == "mobile" else {}
     enc = FaceEncoder(args.arch, args.size, backbone=backbone, seed=args.seed)
-    cfg = TrainConfig(mode=MODE_PRESETS[args.mode], steps=args.steps, epochs=args.epochs or 10,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, num_workers=args.workers,
-                      render_size=args.render_size)
+    cfg = TrainOptions(mode=MODE_PRESETS[args.mode], steps=args.steps, epochs=args.epochs or 10,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, num_workers=args.workers,
+                       render_size=args.render_size)
     print(f"training a {args.arch} encoder ({args.size}x{args.size}) on {len(data)} items "
           f"({'synthetic' if synthetic_only else args.data}{f' + {n_syn} synthetic' if n_syn and not synthetic_only else ''}), "
           f"mode {args.mode}, device {args.device}; run folder {args.out}")
     t0 = time.perf_counter()
     try:
-        res = train_encoder(enc, data, args.out, config=cfg, val_dataset=val, device=args.device,
+        res = train_encoder(enc, data, args.out, options=cfg, val_dataset=val, device=args.device,
                             resume=args.resume, progress=not args.quiet)
     except FloatingPointError as err:
         raise UserError(f"training diverged: {err}") from err

@@ -7,7 +7,9 @@ end to end through the face model and the differentiable renderer (Tewari et al.
 * :func:`train_encoder` - the training loop on the core's :func:`facerig.energy.train`
   (:mod:`facerig.encoder.training`);
 * :class:`SyntheticFaceDataset`, :class:`SamplePhotoDataset` - on-the-fly training data
-  (:mod:`facerig.encoder.synthetic_data`).
+  (:mod:`facerig.encoder.synthetic_data`); :class:`PreparedFaces` - crops written by ``facerig prepare``
+  (:mod:`facerig.encoder.data`);
+* :func:`reconstruct` - photo -> :class:`facerig.face.FaceFit` with the encoder (:mod:`facerig.encoder.reconstruct`).
 
 Attributes are imported lazily (``import facerig.encoder`` is cheap).
 """
@@ -25,13 +27,13 @@ _EXPORTS = {
     "MoFALoss": "facerig.encoder.losses",
     "code_loss": "facerig.encoder.losses",
     "train_encoder": "facerig.encoder.training",
+    "TrainOptions": "facerig.encoder.training",
     "TrainConfig": "facerig.encoder.training",
     "evaluate": "facerig.encoder.training",
     "BatchStream": "facerig.encoder.training",
     "SyntheticFaceDataset": "facerig.encoder.synthetic_data",
     "SamplePhotoDataset": "facerig.encoder.synthetic_data",
     "sample_face_photos": "facerig.encoder.synthetic_data",
-    # the other half of issue 6 (facerig.encoder.data / .reconstruct), when present
     "PreparedFaces": "facerig.encoder.data",
     "reconstruct": "facerig.encoder.reconstruct",
 }

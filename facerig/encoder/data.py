@@ -53,7 +53,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facerig.model import DEFAULT_FOCAL_FACTOR, GraphicCode
+from facerig.face import FaceDecoder, FitOptions, fit_image
+from facerig.io import ImageReadError, atomic_path, atomic_write, load_image
+from facerig.landmarks import detect_landmarks, square_crop
+from facerig.model import DEFAULT_FOCAL_FACTOR, GraphicCode, load_model
+from facerig.video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, VideoError, VideoReader, is_video
 
 __all__ = ["DEFAULT_SIZE", "DEFAULT_MARGIN", "SOURCE_REAL", "SOURCE_SYNTHETIC", "SOURCE_FITTED",
            "crop_camera", "code_to_crop", "code_from_crop", "prepare_faces", "PrepareSummary", "PreparedFaces",
@@ -119,8 +123,6 @@ def list_inputs(sources) -> list[Path]:
     image (:data:`facerig.video.FRAME_EXTENSIONS`) or video (:data:`facerig.video.VIDEO_EXTENSIONS`)
     extension. Raises FileNotFoundError for a missing path.
     """
-    from facerig.video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
-
     exts = set(FRAME_EXTENSIONS) | set(VIDEO_EXTENSIONS)
     out = []
     for s in [sources] if isinstance(sources, (str, os.PathLike)) else sources:
@@ -144,8 +146,6 @@ def read_index(root) -> list[dict]:
 
 def _save_npz(path: Path, arrays: dict) -> None:
     """np.savez with fixed zip timestamps (identical inputs give identical bytes), atomically."""
-    from facerig.io import atomic_path
-
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for name, arr in arrays.items():
@@ -209,7 +209,6 @@ class _Writer:
             self.sources.append(source)
         fname = f"{len(self.rows):05d}.{self.fmt}"
         path = self.root / "crops" / self.name / fname
-        from facerig.io import atomic_write
 
         bgr = np.ascontiguousarray(crop.image[:, :, ::-1])
         params = [cv2.IMWRITE_JPEG_QUALITY, self.quality] if self.fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
@@ -224,8 +223,6 @@ class _Writer:
                               code=code, fit_error=np.float64(fit_error)))
 
     def commit(self, index: list[dict], code_sizes: dict | None) -> dict:
-        from facerig.io import atomic_write
-
         rec = dict(self.record)
         rec.update(shard=self.name, crops=len(self.rows), sources=self.sources)
         if self.rows:
@@ -273,9 +270,6 @@ def prepare_faces(sources, out, *, size: int = DEFAULT_SIZE, margin: float = DEF
     Raises:
         ValueError: bad settings, or ``out`` was prepared with different settings.
     """
-    from facerig.landmarks import ImageReadError, detect_landmarks, load_image, square_crop
-    from facerig.video import VideoError, VideoReader, is_video
-
     t_start = time.perf_counter()
     log = log or (lambda *a, **k: None)
     if not isinstance(size, (int, np.integer)) or size < 16:
@@ -307,7 +301,6 @@ def prepare_faces(sources, out, *, size: int = DEFAULT_SIZE, margin: float = DEF
             raise ValueError(f"out: {root} was prepared with other settings ({what}); "
                              "use the same settings to resume, or another folder")
     else:
-        from facerig.io import atomic_write
         atomic_write(meta_path, json.dumps(meta, indent=1))
     index = read_index(root)
     done_photos = {s for r in index if r["kind"] == "photos" for s in r["inputs"]}
@@ -322,7 +315,6 @@ def prepare_faces(sources, out, *, size: int = DEFAULT_SIZE, margin: float = DEF
     summary = PrepareSummary()
     dec = fit_opts = code_sizes = None
     if fit:
-        from facerig.face import FaceDecoder, FitOptions
         dec = model if isinstance(model, FaceDecoder) else FaceDecoder(model)
         fit_opts = fit_options or FitOptions()
         code_sizes = dict(dec.sizes)
@@ -381,7 +373,6 @@ def prepare_faces(sources, out, *, size: int = DEFAULT_SIZE, margin: float = DEF
         f_crop, pp, f_src = crop_camera(crop, focal_factor=focal_factor)
         code, err = None, float("nan")
         if fit:
-            from facerig.face import fit_image
             try:
                 res = fit_image(rgb, dec, landmarks=pts, focal=f_src, options=fit_opts)
                 code = code_to_crop(res.code, crop).to_vector()[0].detach().cpu().numpy()
@@ -558,7 +549,6 @@ class PreparedFaces(torch.utils.data.Dataset):
         if self.code_sizes is not None:
             self._focal_slot = GraphicCode.slices(self.code_sizes)["focal"].start
         elif self.code_dim == _default_code_dim():
-            from facerig.model import load_model
             self._focal_slot = GraphicCode.slices(GraphicCode.sizes_for(load_model("default")))["focal"].start
 
     def __len__(self) -> int:
@@ -634,6 +624,4 @@ def _color_jitter(image: torch.Tensor) -> torch.Tensor:
 
 
 def _default_code_dim() -> int:
-    from facerig.model import load_model
-
     return sum(GraphicCode.sizes_for(load_model("default")).values())

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from facerig.encoder.data import SOURCE_FITTED, SOURCE_SYNTHETIC
 from facerig.face.decoder import SH_AMBIENT, FaceDecoder
 from facerig.face.energy import FaceObservation, contour_normals, face_energy
+from facerig.landmarks import MEDIAPIPE_FACE_OVAL
 from facerig.model.geometry import similarity_aligned
 
 __all__ = ["MoFALoss", "code_loss", "observation_from_batch", "DEFAULT_TERMS", "CODE_WEIGHTS"]
@@ -55,8 +56,6 @@ def observation_from_batch(decoder: FaceDecoder, batch: dict, contour_weight: fl
             ``principal_point`` (B, 2).
         contour_weight: weight of the face-oval landmarks (sliding, point-to-line).
     """
-    from facerig.landmarks import MEDIAPIPE_FACE_OVAL
-
     m = decoder.model
     if m.landmarks_mediapipe468 is None:
         raise ValueError("decoder: the encoder losses need a model with the mediapipe468 landmark map")

@@ -27,13 +27,16 @@ and sized as such a crop shows a face, under unit ambient light.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from facerig.encoder.networks import ARCHITECTURES, make_backbone
+from facerig.assets import asset_path
+from facerig.encoder.networks import ARCHITECTURES, fuse_conv_bn, make_backbone
 from facerig.face.decoder import SH_AMBIENT
+from facerig.io import atomic_open
 from facerig.model import GraphicCode, load_model
 from facerig.model.code import model_to_opencv
 from facerig.render.transforms import axis_angle_to_matrix
@@ -114,7 +117,6 @@ class FaceEncoder(nn.Module):
         cached = self._fused
         if cached is not None and all(t._version == v for t, v in zip(cached[0], cached[1])):
             return cached[2]
-        from facerig.encoder.networks import fuse_conv_bn
 
         tensors = list(self.backbone.parameters()) + list(self.backbone.buffers())
         with torch.no_grad():
@@ -205,8 +207,6 @@ class FaceEncoder(nn.Module):
 
         ``half=True`` stores floating weights as float16 (half the size; loaded back as float32).
         """
-        from facerig.io import atomic_open
-
         sd = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
               for k, v in self.state_dict().items()}
         path = Path(path)
@@ -225,7 +225,6 @@ class FaceEncoder(nn.Module):
         if isinstance(blob, dict) and blob.get("format") != _FORMAT and "model" in blob:  # a training checkpoint
             cfg = (blob.get("extra") or {}).get("encoder_config")
             if cfg is None and (path.parent / "config.json").is_file():
-                import json
                 cfg = json.loads((path.parent / "config.json").read_text()).get("encoder")
             if cfg is not None:
                 blob = {"format": _FORMAT, "config": cfg, "state_dict": blob["model"]}
@@ -248,7 +247,6 @@ def load_encoder(name_or_path="default", device=None) -> FaceEncoder:
         FileNotFoundError: the file does not exist (the message says how to train one).
     """
     if str(name_or_path) == "default":
-        from facerig.assets import asset_path
         path = asset_path(DEFAULT_ENCODER, missing_hint="train it with `python tools/train_default_encoder.py`")
     else:
         path = Path(name_or_path)

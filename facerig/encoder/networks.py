@@ -13,6 +13,8 @@ Any input size that is a multiple of 32 works (the stride is 32); 128 and 224 ar
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -163,8 +165,6 @@ def fuse_conv_bn(module: nn.Module) -> nn.Module:
     The copy is in eval mode, does not share parameters with ``module`` and computes the same
     function as ``module.eval()`` (up to float rounding); it is meant for inference only.
     """
-    import copy
-
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     out = copy.deepcopy(module).eval()

@@ -30,9 +30,17 @@ import torch
 from torch import Tensor
 
 from facerig.encoder.data import DEFAULT_MARGIN, code_from_crop, crop_camera
+from facerig.encoder.losses import observation_from_batch
+from facerig.encoder.model import load_encoder
+from facerig.energy.solvers import levenberg_marquardt
 from facerig.face.decoder import FaceDecoder
+from facerig.face.energy import contour_correspondence, face_energy, stacked_residuals
 from facerig.face.fit import (FaceFit, FitOptions, NoFaceError, init_light_albedo, photometric_refine,
                               photometric_refine_adam)
+from facerig.io import as_rgb_uint8, load_image
+from facerig.landmarks import LandmarkTracker, detect_landmarks, square_crop, to_ibug68
+from facerig.model import GraphicCode
+from facerig.video import VideoReader
 
 __all__ = ["reconstruct", "reconstruct_batch", "reconstruct_video", "Reconstructor", "EncoderNotFoundError", "refine_codes",
            "refine_rounds"]
@@ -50,7 +58,6 @@ TRAIN_HINT = ("train one with `facerig prepare PHOTOS_OR_VIDEOS -o DATA` then `f
 def _load_encoder(encoder, device):
     if isinstance(encoder, torch.nn.Module):
         return encoder
-    from facerig.encoder.model import load_encoder
 
     try:
         enc = load_encoder(encoder, device=device)
@@ -131,9 +138,6 @@ def refine_codes(decoder: FaceDecoder, y: Tensor, landmarks: Tensor, image: Tens
         ``(y, energies)``: refined (B, D) vectors and the per-term energies ``{name: (B,)}`` at them
         (the fitter's photometric-stage energy on the working image).
     """
-    from facerig.encoder.losses import observation_from_batch
-    from facerig.face.energy import contour_correspondence, face_energy
-
     opts = options or FitOptions()
     dec = decoder
     m = dec.model
@@ -191,10 +195,6 @@ def refine_rounds(steps: int, render_size: int = 80, landmark_weight: float = 0.
 def _pose_lm(dec: FaceDecoder, obs, y: Tensor, iters: int, opts: FitOptions,
              parts=("rotation", "translation")) -> Tensor:
     """Levenberg-Marquardt on the robust landmark energy over ``parts`` of the code (whitened)."""
-    from facerig.energy.solvers import levenberg_marquardt
-    from facerig.face.energy import face_energy, stacked_residuals
-    from facerig.model import GraphicCode
-
     m = dec.model
     sl = GraphicCode.slices(dec.sizes)
     energy = face_energy(dec, landmarks=1.0, identity=opts.w_identity, expression=opts.w_expression, albedo=0,
@@ -314,8 +314,6 @@ class Reconstructor:
         Returns:
             list of :class:`~facerig.face.FaceFit`.
         """
-        from facerig.landmarks import square_crop
-
         refine = self.refine if refine is None else self._check_refine(refine)
         n = len(images)
         if len(points) != n:
@@ -378,8 +376,6 @@ class Reconstructor:
 
     # -------------------------------------------------------------- images
     def _detect(self, image, name=None):
-        from facerig.landmarks import as_rgb_uint8, detect_landmarks, load_image
-
         if isinstance(image, (str, Path)):
             name = name or str(image)
             rgb = load_image(image)
@@ -400,7 +396,6 @@ class Reconstructor:
             if pts is None:
                 raise NoFaceError(f"no face found in {name}")
         else:
-            from facerig.landmarks import as_rgb_uint8, load_image
             rgb = load_image(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
             pts, t_det = getattr(landmarks, "points", landmarks), 0.0
         fit = self.from_landmarks([rgb], [pts], focal=focal, refine=refine, energies=energies, t_detect=[t_det])[0]
@@ -453,10 +448,7 @@ class Reconstructor:
         Raises:
             facerig.video.VideoError: unreadable video.
         """
-        from facerig.landmarks import LandmarkTracker
-
         if isinstance(video, (str, Path)):
-            from facerig.video import VideoReader
             reader = VideoReader(video, start=start, stop=stop, stride=stride)
             frames, fps = iter(reader), reader.fps
         else:
@@ -475,7 +467,6 @@ class Reconstructor:
         try:
             with LandmarkTracker(max_faces=1, refine=False, smoothing=smoothing, fps=fps) as tracker:
                 for k, (index, rgb) in enumerate(frames):
-                    from facerig.landmarks import as_rgb_uint8
                     rgb = as_rgb_uint8(rgb, "frame")
                     t0 = time.perf_counter()
                     face = tracker.process(rgb, timestamp=k / fps)
@@ -491,8 +482,6 @@ class Reconstructor:
 
 def _make_fit(dec: FaceDecoder, y: Tensor, shape, points: np.ndarray, energies: dict, timings: dict, crop) -> FaceFit:
     """A :class:`FaceFit` of code vector y (1, D) in the photo's camera (principal point at its centre)."""
-    from facerig.landmarks import to_ibug68
-
     H, W = shape[:2]
     code = dec.as_code(y).detach().clone()
     with torch.no_grad():

@@ -25,12 +25,16 @@ target's SH light, so the target stays exact) plus Gaussian pixel noise. Item ``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from facerig.face.decoder import FaceDecoder, make_camera
 from facerig.face.synthetic import SyntheticFaces, background_photos, random_crop
+from facerig.landmarks import detect_landmarks, square_crop
+from facerig.model import GraphicCode, load_model
 
 __all__ = ["SyntheticFaceDataset", "SamplePhotoDataset", "sample_face_photos"]
 
@@ -160,7 +164,6 @@ def sample_face_photos() -> list:
         pass
     try:
         import importlib.util
-        from pathlib import Path
 
         spec = importlib.util.find_spec("matplotlib")
         if spec is not None and spec.origin:
@@ -193,8 +196,6 @@ class SamplePhotoDataset(Dataset):
 
     def __init__(self, length: int, size: int = 128, seed: int = 0, photos=None, margin=(0.15, 0.35),
                  shift: float = 0.04, color_gain: float = 0.08, noise=(0.0, 0.02), focal_factor: float = 2.5):
-        from facerig.landmarks import detect_landmarks
-
         if not isinstance(length, int) or length < 1:
             raise ValueError(f"length: expected a positive int, got {length!r}")
         photos = sample_face_photos() if photos is None else photos
@@ -208,7 +209,6 @@ class SamplePhotoDataset(Dataset):
         self.length, self.size, self.seed = length, size, int(seed)
         self.margin, self.shift, self.color_gain, self.noise = tuple(margin), float(shift), float(color_gain), tuple(noise)
         self.focal_factor = float(focal_factor)
-        from facerig.model import GraphicCode, load_model
         self.code_size = sum(GraphicCode.sizes_for(load_model("default")).values())
 
     @property
@@ -219,8 +219,6 @@ class SamplePhotoDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        from facerig.landmarks import square_crop
-
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length}")
         rng = np.random.default_rng([self.seed, int(index), 7])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,9 @@ from facerig.encoder.model import FaceEncoder
 from facerig.energy.training import Problem, TrainResult, train
 from facerig.face.decoder import FaceDecoder
 from facerig.io import atomic_open, atomic_write, write_image
+from facerig.model.geometry import similarity_aligned
 
-__all__ = ["BatchStream", "TrainConfig", "train_encoder", "evaluate", "MODE_PRESETS", "reconstruction_grid"]
+__all__ = ["BatchStream", "TrainOptions", "TrainConfig", "train_encoder", "evaluate", "MODE_PRESETS", "reconstruction_grid"]
 
 MODE_PRESETS = {
     "unsupervised": {"unsupervised": 1.0},
@@ -102,17 +104,17 @@ def _collate(items):
 
 
 @dataclass
-class TrainConfig:
+class TrainOptions:
     """Settings of :func:`train_encoder` (saved as ``config.json`` in the run folder).
 
-    ``mode``: a :data:`MODE_PRESETS` name or ``{mode: weight}``; ``steps`` total optimisation steps
+    ``mode``: a :data:`MODE_PRESETS` name or ``{mode: weight}`` (checked when created); ``steps`` total optimisation steps
     (or ``epochs`` x batches per epoch when ``steps`` is None); ``terms``: unsupervised energy
     weights (:data:`facerig.encoder.losses.DEFAULT_TERMS`); ``energy_scale``: factor on the face
     energy; ``val_every``: validation period in steps (default: once per epoch); ``render_size``:
     resolution of the photometric term (:class:`~facerig.encoder.losses.MoFALoss`).
     """
 
-    mode: object = "mixed"
+    mode: str | dict = "mixed"
     steps: int | None = None
     epochs: int = 10
     batch_size: int = 16
@@ -130,6 +132,13 @@ class TrainConfig:
     energy_scale: float = 1e-3
     render_size: int | None = None
     code_weights: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _mode_weights(self.mode)  # ValueError naming ``mode`` for an unknown preset
+
+
+TrainConfig = TrainOptions
+"""The former name of :class:`TrainOptions` (kept as an alias)."""
 
 
 def _mode_weights(mode) -> dict:
@@ -163,8 +172,6 @@ def evaluate(encoder: FaceEncoder, batches, decoder: FaceDecoder, loss: MoFALoss
     per-vertex error after similarity alignment (items with a target code), "loss": mean scaled
     face energy, "n": items}``.
     """
-    from facerig.model.geometry import similarity_aligned
-
     was = encoder.training
     encoder.eval()
     dev = next(encoder.parameters()).device
@@ -223,9 +230,9 @@ def reconstruction_grid(encoder: FaceEncoder, batch: dict, decoder: FaceDecoder,
 
 
 # ------------------------------------------------------------------------------------ training
-def train_encoder(encoder: FaceEncoder, dataset: Dataset, out, *, config: TrainConfig | None = None,
+def train_encoder(encoder: FaceEncoder, dataset: Dataset, out, *, options: TrainOptions | None = None,
                   val_dataset: Dataset | None = None, device=None, resume: bool = False, progress: bool = True,
-                  decoder: FaceDecoder | None = None, log=print) -> TrainResult:
+                  decoder: FaceDecoder | None = None, log=print, config: TrainOptions | None = None) -> TrainResult:
     """Train ``encoder`` on ``dataset`` (encoder items) into the run folder ``out``.
 
     Args:
@@ -233,7 +240,8 @@ def train_encoder(encoder: FaceEncoder, dataset: Dataset, out, *, config: TrainC
         dataset: map-style dataset of encoder items (sources may be mixed).
         out: run folder: ``config.json``, ``checkpoint.pt``, ``log.csv``, ``validation.csv``,
             ``images/``, ``encoder.pt``, ``tensorboard/`` (when installed).
-        config: :class:`TrainConfig`.
+        options: :class:`TrainOptions` (default ``TrainOptions()``); ``config=`` is its former
+            name (DeprecationWarning).
         val_dataset: validation items (default: none; no validation).
         device: torch device (default: the encoder's).
         resume: continue from ``out/checkpoint.pt`` when it exists (same config).
@@ -243,7 +251,13 @@ def train_encoder(encoder: FaceEncoder, dataset: Dataset, out, *, config: TrainC
     Returns:
         The core's :class:`~facerig.energy.TrainResult` (loss history per mode).
     """
-    cfg = config or TrainConfig()
+    if config is not None:
+        if options is not None:
+            raise TypeError("train_encoder: pass options= only (config= is its former name)")
+        warnings.warn("train_encoder(config=...) is deprecated; pass options=TrainOptions(...)", DeprecationWarning,
+                      stacklevel=2)
+        options = config
+    cfg = options or TrainOptions()
     weights = _mode_weights(cfg.mode)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

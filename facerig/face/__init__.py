@@ -22,8 +22,8 @@ from facerig.face.decoder import SH_AMBIENT, DecoderOutput, FaceDecoder, ambient
 from facerig.face.energy import (CodePrior, FaceObservation, LandmarkTerm, PhotometricTerm, TemporalTerm,
                                  contour_correspondence, contour_normals, face_energy, robust_residual,
                                  stacked_residuals)
-from facerig.face.fit import (FaceFit, FitOptions, MultiFrameFit, NoFaceError, fit_faces, fit_frames, fit_image,
-                              fit_observations, init_light_albedo, photometric_refine,
+from facerig.face.fit import (FaceFit, FitOptions, MultiFrameFit, NoFaceError, PhotometricLM, fit_faces, fit_frames,
+                              fit_image, fit_observations, init_light_albedo, photometric_refine,
                               photometric_refine_adam)
 
 __all__ = [
@@ -31,5 +31,5 @@ __all__ = [
     "FaceObservation", "LandmarkTerm", "PhotometricTerm", "CodePrior", "TemporalTerm", "face_energy",
     "stacked_residuals", "contour_correspondence", "contour_normals", "robust_residual",
     "FaceFit", "FitOptions", "MultiFrameFit", "NoFaceError", "fit_image", "fit_faces", "fit_frames",
-    "fit_observations", "init_light_albedo", "photometric_refine", "photometric_refine_adam",
+    "fit_observations", "init_light_albedo", "photometric_refine", "photometric_refine_adam", "PhotometricLM",
 ]

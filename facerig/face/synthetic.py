@@ -24,19 +24,24 @@ centres at +0.5, images (H, W, 3).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from facerig.face.decoder import SH_AMBIENT, FaceDecoder, make_camera
-from facerig.model import GraphicCode
-from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh
+from facerig.model import FaceModel, GraphicCode
+from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama
+from facerig.model.loaders import orient_outward, read_obj, triangulate_polygons
+from facerig.render import axis_angle_to_matrix, matrix_to_axis_angle, render_mesh, vertex_normals
 from facerig.render.shading import check_shading
 
-__all__ = ["BACKGROUND_PHOTOS", "background_photos", "random_crop", "head_rotation", "random_rotation", "random_sh",
+__all__ = ["IctTruth", "BACKGROUND_PHOTOS", "background_photos", "random_crop", "head_rotation", "random_rotation", "random_sh",
            "open_eye_faces", "close_holes", "classify_loops", "smooth_subdivide", "FaceRenderer", "SyntheticFaces",
            "SyntheticSample"]
 
@@ -219,9 +224,6 @@ def smooth_subdivide(verts: Tensor, faces: Tensor, colors: Tensor | None = None,
     Returns:
         ``(verts (B, V', 3), colors (B, V', C) or None, faces (F * 4**levels, 3))``.
     """
-    from facerig.model import FaceModel
-    from facerig.render import vertex_normals
-
     if verts.ndim != 3 or verts.shape[-1] != 3:
         raise ValueError(f"verts: expected (B, V, 3), got {tuple(verts.shape)}")
     if not isinstance(levels, (int, np.integer)) or levels < 0:
@@ -233,7 +235,7 @@ def smooth_subdivide(verts: Tensor, faces: Tensor, colors: Tensor | None = None,
         if key not in _TOPOLOGY_CACHE:
             if len(_TOPOLOGY_CACHE) > 32:
                 _TOPOLOGY_CACHE.clear()
-            _TOPOLOGY_CACHE[key] = (faces,) + FaceModel._midpoint_topology(faces, V)
+            _TOPOLOGY_CACHE[key] = (faces,) + FaceModel.midpoint_topology(faces, V)
         _, edges, new_faces = _TOPOLOGY_CACHE[key]
         n = vertex_normals(verts, faces)
         a, b = edges[:, 0], edges[:, 1]
@@ -497,3 +499,71 @@ class SyntheticFaces:
             lm468 = (self.dec.landmarks2d(code, S, kind="mediapipe468")[0].double().numpy()
                      if "mediapipe468" in self.dec.model.landmark_maps else None)
         return SyntheticSample(img, code, verts, lm68, lm468, yaw, pitch, roll, self.focal)
+
+
+class IctTruth:
+    """ICT-FaceKit Light faces (a different face model: the cross-model ground truth of the benchmarks)
+    and the points of the ICT surface that correspond to a face model's vertices.
+
+    Args:
+        dec: the decoder of the face model whose vertices get ICT points (its mean is aligned rigidly
+            to ICT's neutral by the inner iBUG-68 landmarks, refined by closest-point ICP).
+        folder: ICT-FaceKit's FaceXModel folder (``ict_face_area_morphs.npz``, ``vertex_indices.json``,
+            ``generic_neutral_mesh.obj``).
+        albedo: "nearest" (each ICT vertex takes the nearest model vertex's albedo) or "barycentric".
+
+    Attributes:
+        neutral (N, 3), id_deltas (100, N, 3), exp_deltas (53, N, 3): ICT's shapes (cm, ICT frame),
+        faces (F, 3); tri (V, 3), bary (V, 3): the ICT triangle and barycentrics of each model vertex;
+        R, t: model frame -> ICT frame; renderer: a :class:`FaceRenderer` of the ICT mesh.
+    """
+
+    def __init__(self, dec: FaceDecoder, folder: Path, albedo: str = "nearest"):
+        z = np.load(folder / "ict_face_area_morphs.npz")
+        self.neutral = z["neutral"].astype(np.float64)
+        self.id_deltas = z["identity"].astype(np.float64) - self.neutral
+        names = list(z["expression_names"])
+        idx = json.loads((folder / "vertex_indices.json").read_text())
+        order = [names.index(n) for n in idx["expressions"]]
+        self.exp_deltas = z["expression"][order].astype(np.float64) - self.neutral
+        n = len(self.neutral)
+        _, polys, _, tpolys = read_obj(folder / "generic_neutral_mesh.obj", polygons=True)
+        faces, _ = triangulate_polygons(polys, tpolys, n)
+        self.faces = orient_outward(self.neutral, faces)
+        m = dec.model
+        mean = m.mean.double().numpy()
+        lm_ict = np.asarray(idx["idx_to_landmark_verts"])[17:]
+        lm_def = m.landmarks_ibug68.indices.numpy()[17:]
+        # rigid default-model frame -> ICT frame, refined by closest-point ICP
+        _, R, t = umeyama(mean[lm_def], self.neutral[lm_ict], scale=False)
+        surf = SurfaceQuery(self.neutral, self.faces)
+        for _ in range(10):
+            cp, d, _ = surf(mean @ R.T + t)
+            _, R, t = umeyama(mean, cp, scale=False)
+        cp, d, tri = surf(mean @ R.T + t)
+        self.icp_residual_mm = float(d.mean() * 10)
+        self.tri = self.faces[tri]
+        self.bary = barycentric_coordinates(cp, self.neutral[self.tri])
+        self.R, self.t = R, t  # default model frame -> ICT frame
+        # albedo transfer: nearest default vertex of every ICT vertex (in the ICT frame)
+        _, self.nearest = cKDTree(mean @ R.T + t).query(self.neutral)
+        self.albedo_mode = albedo
+        if albedo == "barycentric":  # the default model's (interpolated) albedo at each ICT vertex's closest point
+            cp2, _, tri2 = SurfaceQuery(mean @ R.T + t, m.faces.numpy())(self.neutral)
+            fd = m.faces.numpy()[tri2]
+            self.alb_tri = torch.from_numpy(fd)
+            self.alb_bary = torch.from_numpy(barycentric_coordinates(cp2, (mean @ R.T + t)[fd])).float()
+        self.renderer = FaceRenderer(self.faces, n)  # eye holes closed for the renders only
+
+    def sample(self, rng, expr_scale=0.5):
+        """A random ICT face (identity ~ N(0, 1) coefficients, expression weights |N(0, 0.5)| x
+        ``expr_scale``): (N, 3) vertices in the face model's frame, cm."""
+        c = rng.standard_normal(len(self.id_deltas))
+        w = np.abs(rng.normal(0, 0.5, len(self.exp_deltas))) * expr_scale
+        shape = self.neutral + np.tensordot(c, self.id_deltas, 1) + np.tensordot(w, self.exp_deltas, 1)
+        # into the default model's frame (x subject's left, y up, z out of the face)
+        return (shape - self.t) @ self.R
+
+    def points468(self, shape_model_frame):
+        """(V, 3) the points of an ICT shape (N, 3) that correspond to the model's V vertices."""
+        return (shape_model_frame[self.tri] * self.bary[..., None]).sum(1)

@@ -27,7 +27,7 @@ from facerig.landmarks.crop import Crop, box_of, square_crop
 from facerig.landmarks.detect import DEFAULT_MAX_SIDE, detect_faces, detect_landmarks, release_models
 from facerig.landmarks.draw import draw_landmarks, mesh_edges
 from facerig.landmarks.filters import OneEuroFilter
-from facerig.landmarks.image import ImageReadError, as_rgb_uint8, load_image
+from facerig.io import ImageReadError, as_rgb_uint8, load_image
 from facerig.landmarks.tracker import LandmarkTracker
 from facerig.landmarks.types import DETECTION_KEYPOINT_NAMES, FaceDetection, FaceLandmarks
 

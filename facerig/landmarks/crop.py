@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facerig.landmarks.image import as_rgb_uint8
+from facerig.io import as_rgb_uint8
 
 __all__ = ["Crop", "square_crop", "box_of"]
 

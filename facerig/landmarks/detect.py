@@ -34,7 +34,8 @@ import threading
 
 import numpy as np
 
-from facerig.landmarks.image import as_rgb_uint8, resize_max_side
+from facerig.io import as_rgb_uint8, resize_max_side
+from facerig.landmarks.crop import square_crop
 from facerig.landmarks.types import FaceDetection, FaceLandmarks, box_iou
 
 __all__ = ["detect_faces", "detect_landmarks", "DEFAULT_MAX_SIDE", "release_models"]
@@ -363,8 +364,6 @@ def detect_landmarks(
 
 def _small_faces(rgb, small, faces, max_faces, refine, min_score, min_presence):
     """Faces the full-range detector finds but Face Mesh's short-range detector missed."""
-    from facerig.landmarks.crop import square_crop
-
     H, W = rgb.shape[:2]
     extra: list[FaceLandmarks] = []
     graph1 = _cached(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facerig.landmarks.image import as_rgb_uint8
+from facerig.io import as_rgb_uint8
+from facerig.landmarks.detect import _mediapipe
 
 __all__ = ["draw_landmarks", "mesh_edges"]
 
@@ -14,8 +15,6 @@ _SHIFT = 4  # OpenCV sub-pixel drawing: coordinates in 1/16 px
 def mesh_edges(kind: str = "tessellation") -> np.ndarray:
     """(E, 2) int64 Face Mesh edges from mediapipe: ``"tessellation"`` (2556 edges of the 898
     triangles), ``"contours"`` (eyes, brows, lips, face oval) or ``"irises"``."""
-    from facerig.landmarks.detect import _mediapipe
-
     mp = _mediapipe()
     fm = mp.solutions.face_mesh
     table = {
@@ -100,7 +99,7 @@ def draw_landmarks(
             for a, b in edges:
                 cv2.line(out, _cv(pts[a]), _cv(pts[b]), edge_color, 1, cv2.LINE_AA, _SHIFT)
         if ibug68 and n in (468, 478):
-            from facerig.landmarks.regions import to_ibug68
+            from facerig.landmarks.regions import to_ibug68  # lazily: it imports facerig.model (torch)
 
             pts = to_ibug68(pts)
             r = radius * 2

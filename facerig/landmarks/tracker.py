@@ -6,16 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from facerig.landmarks.detect import (
-    DEFAULT_MAX_SIDE,
-    _check_max_faces,
-    _check_unit,
-    _MeshGraph,
-    _mesh_faces,
-)
+from facerig.io import ImageReadError, as_rgb_uint8, resize_max_side
+from facerig.landmarks.detect import DEFAULT_MAX_SIDE, _MeshGraph, _check_max_faces, _check_unit, _mesh_faces
 from facerig.landmarks.filters import OneEuroFilter
-from facerig.landmarks.image import as_rgb_uint8, resize_max_side
 from facerig.landmarks.types import FaceLandmarks, box_iou
+from facerig.video import VideoReader
 
 __all__ = ["LandmarkTracker"]
 
@@ -163,9 +158,6 @@ class LandmarkTracker:
         (:class:`facerig.video.VideoError`, naming the codecs that work) when the file cannot
         be opened or has no readable frame. Frames are streamed, never all held.
         """
-        from facerig.landmarks.image import ImageReadError
-        from facerig.video import VideoReader
-
         if not isinstance(stride, (int, np.integer)) or stride < 1:
             raise ValueError(f"stride must be a positive int, got {stride!r}")
         if max_frames is not None and max_frames < 1:

@@ -165,6 +165,6 @@ class FaceLandmarks:
 
     def ibug68(self) -> np.ndarray:
         """(68, 3) the iBUG-68 subset of :attr:`points` (see :func:`facerig.landmarks.to_ibug68`)."""
-        from facerig.landmarks.regions import to_ibug68
+        from facerig.landmarks.regions import to_ibug68  # lazily: it imports facerig.model (torch)
 
         return to_ibug68(self.points)

@@ -18,6 +18,7 @@ camera frame (a :class:`~facerig.model.code.GraphicCode`) convert with
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from facerig.io import atomic_open
+from facerig.model.code import MODEL_TO_OPENCV
 
 __all__ = ["export_mesh", "export_rig_glb", "export_blendshapes_obj", "export_model_rig",
            "camera_pose_to_model", "axis_angle_to_quaternion", "write_obj"]
@@ -154,7 +156,6 @@ def camera_pose_to_model(rotation, translation):
     Returns (axis-angle (T, 3), translation (T, 3) cm) as NumPy arrays."""
     from scipy.spatial.transform import Rotation
 
-    from facerig.model.code import MODEL_TO_OPENCV
     M = MODEL_TO_OPENCV.numpy().astype(np.float64)
     r = Rotation.from_rotvec(_np(rotation).reshape(-1, 3)).as_matrix()
     rm = np.einsum("ij,tjk,kl->til", M.T, r, M)
@@ -265,8 +266,6 @@ def export_rig_glb(path, neutral, faces, blendshapes=None, names=None, *, weight
     prim = {"attributes": attrs, "indices": idx, "mode": 4}
     extra = {}
     if texture is not None:
-        import io
-
         from PIL import Image
         img = _np(texture)
         if img.ndim != 3 or img.shape[2] not in (3, 4):

@@ -266,7 +266,7 @@ class FaceModel:
         if detail is not None:
             if lbs is not None:
                 raise ValueError("detail: not supported on skinned models (lbs)")
-            n_edges = int(self._midpoint_topology(faces, V)[0].shape[0])
+            n_edges = int(self.midpoint_topology(faces, V)[0].shape[0])
             want = {"mean": (n_edges, 3), "identity": (self.n_identity, n_edges, 3),
                     "expression": (self.n_expression, n_edges, 3)}
             if set(detail) != set(want):
@@ -487,7 +487,7 @@ class FaceModel:
 
         Args:
             offsets: other per-edge offsets in :attr:`detail`'s layout (e.g. a subdivision scheme's
-                stencil, :func:`facerig.face.fit._butterfly_model`); default the model's own.
+                stencil, :func:`facerig.face.fit.butterfly_model`); default the model's own.
 
         Raises:
             ValueError: no ``offsets`` and the model has no detail level (:attr:`has_detail`; use
@@ -516,7 +516,12 @@ class FaceModel:
             license=sub.license, source=sub.source)
 
     @staticmethod
-    def _midpoint_topology(faces: torch.Tensor, n: int):
+    def midpoint_topology(faces: torch.Tensor, n: int):
+        """One level of midpoint subdivision of a triangle list: ``(edges (E, 2) int64, faces (4F, 3))``.
+
+        ``faces`` (F, 3) indexes ``n`` vertices; new vertex ``n + e`` is the midpoint of ``edges[e]``
+        (unique edges, sorted ends, lexicographic order); each face becomes four, corners first then
+        the middle one. Used by :meth:`subdivide`, the detail level and the butterfly scheme."""
         e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
         e_sorted = torch.sort(e, 1).values
         uniq, inv = torch.unique(e_sorted, dim=0, return_inverse=True)
@@ -530,7 +535,7 @@ class FaceModel:
 
     def _subdivide_once(self) -> "FaceModel":
         V = self.n_vertices
-        edges, faces = self._midpoint_topology(self.faces, V)
+        edges, faces = self.midpoint_topology(self.faces, V)
 
         def vert(x, axis=0):  # append edge midpoints along the vertex axis
             if x is None:
@@ -541,7 +546,7 @@ class FaceModel:
 
         uvs, uv_faces = self.uvs, self.uv_faces
         if uvs is not None and uv_faces is not None:
-            uv_edges, uv_faces = self._midpoint_topology(uv_faces, uvs.shape[0])
+            uv_edges, uv_faces = self.midpoint_topology(uv_faces, uvs.shape[0])
             uvs = torch.cat([uvs, 0.5 * (uvs[uv_edges[:, 0]] + uvs[uv_edges[:, 1]])], 0)
         elif uvs is not None:
             uvs = vert(uvs)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["closest_point_on_triangles", "SurfaceQuery", "barycentric_coordinates", "umeyama", "similarity_aligned"]
+__all__ = ["closest_point_on_triangles", "SurfaceQuery", "barycentric_coordinates", "umeyama", "similarity_aligned",
+           "aligned_error_mm"]
 
 
 def closest_point_on_triangles(p, a, b, c):
@@ -95,6 +96,13 @@ def umeyama(src: np.ndarray, dst: np.ndarray, scale: bool = True):
     R = U @ D @ Vt
     s = float(np.trace(np.diag(S) @ D) / (a ** 2).sum(1).mean()) if scale else 1.0
     return s, R, md - s * R @ ms
+
+
+def aligned_error_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-point distances (N,) in mm between ``pred`` (N, 3) and ``gt`` (N, 3), both cm, after the
+    similarity (rotation, translation, scale; :func:`umeyama`) that best aligns ``pred`` onto ``gt``."""
+    s, R, t = umeyama(pred, gt, scale=True)
+    return np.linalg.norm(pred @ (s * R).T + t - gt, axis=1) * 10.0
 
 
 def similarity_aligned(src, dst):

@@ -22,7 +22,8 @@ from facerig.model.face_model import FaceModel, LandmarkMap, LinearBlendSkinning
 from facerig.model.geometry import SurfaceQuery, barycentric_coordinates, umeyama
 
 __all__ = ["load_model", "load_default", "load_ict", "load_bfm2009", "load_bfm2017", "load_flame",
-           "load_npz", "save_npz", "default_model_path", "read_obj", "ModelFileError", "WHERE_TO_GET"]
+           "load_npz", "save_npz", "default_model_path", "read_obj", "ModelFileError", "WHERE_TO_GET",
+           "triangulate_polygons", "orient_outward"]
 
 WHERE_TO_GET = {
     "ict": "ICT-FaceKit (MIT): https://github.com/ICT-VGL/ICT-FaceKit - pass the FaceXModel folder "
@@ -89,7 +90,10 @@ def read_obj(path: Path, *, max_vertices: int | None = None, polygons: bool = Fa
     return verts, polys, np.asarray(vts, dtype=np.float64).reshape(-1, 2), tpolys
 
 
-def _triangulate(polys, tpolys, n_max):
+def triangulate_polygons(polys, tpolys, n_max):
+    """Fan-triangulate OBJ polygons (lists of vertex indices ``polys`` and of texture-coordinate indices
+    ``tpolys``), skipping polygons with fewer than 3 corners or a vertex index >= ``n_max``.
+    Returns ``(faces (F, 3) int64, uv_faces (F, 3) int64)``."""
     tris, ttris = [], []
     for p, tp in zip(polys, tpolys):
         if len(p) < 3 or max(p) >= n_max:
@@ -100,8 +104,10 @@ def _triangulate(polys, tpolys, n_max):
     return np.asarray(tris, np.int64).reshape(-1, 3), np.asarray(ttris, np.int64).reshape(-1, 3)
 
 
-def _orient_outward(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Flip the winding when the normals around the nose tip (the vertex with the largest z,
+def orient_outward(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``faces`` (F, 3) of the face mesh ``verts`` (V, 3), wound so the normals point out of the face.
+
+    Flip the winding when the normals around the nose tip (the vertex with the largest z,
     y up / z toward the viewer) point away from the viewer. (A sum over the whole mesh is not
     reliable: for a head with eye and mouth openings it can have either sign.)"""
     v = verts[faces]
@@ -326,9 +332,9 @@ def load_ict(path, region: str = "face", dtype=torch.float32, max_identities: in
         raise ModelFileError(f"{folder / 'generic_neutral_mesh.obj'}: {len(verts)} vertices, "
                              f"the {region} region needs {n}")
     neutral = verts[:n]
-    faces, uv_faces = _triangulate(polys, tpolys, n)
+    faces, uv_faces = triangulate_polygons(polys, tpolys, n)
     has_uv = len(vts) > 0 and (uv_faces >= 0).all()
-    flip = _orient_outward(neutral, faces) is not faces
+    flip = orient_outward(neutral, faces) is not faces
     if flip:
         faces, uv_faces = faces[:, [0, 2, 1]], uv_faces[:, [0, 2, 1]]
 
@@ -378,7 +384,7 @@ def _bfm_common(mean_mm, faces, shape_pc, shape_std_mm, tex_mu, tex_pc, tex_std,
                 name, source, dtype, landmarks):
     V = mean_mm.size // 3
     mean = mean_mm.reshape(V, 3) / 10.0
-    faces = _orient_outward(mean, faces)
+    faces = orient_outward(mean, faces)
 
     def modes(pc):
         return None if pc is None else pc.T.reshape(-1, V, 3)
@@ -544,7 +550,7 @@ def load_flame(path, dtype=torch.float32, n_shape: int = 300, n_expression: int 
     names = ["global", "neck", "jaw", "eye_left", "eye_right"][:J] + [f"joint{k}" for k in range(5, J)]
     lbs = LinearBlendSkinning(names, torch.as_tensor(parents), _t(_arr(d["J_regressor"]), dtype),
                               _t(_arr(d["weights"]), dtype), _t(pd, dtype))
-    faces = _orient_outward(v, _arr(d["f"]).astype(np.int64))
+    faces = orient_outward(v, _arr(d["f"]).astype(np.int64))
     lm = landmarks if landmarks is not None else transfer_ibug68(v, faces)
     lm_pos = lm.apply(torch.as_tensor(v)[None])[0].numpy()
     masks = masks_from_ibug68(v, lm_pos)

@@ -20,6 +20,7 @@ Other conventions (the matrices are documented in the functions):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -77,8 +78,6 @@ class PerspectiveCamera:
     @classmethod
     def from_fov(cls, fov_y_deg: float, image_size, dtype=None, device=None) -> "PerspectiveCamera":
         """Square-pixel camera with vertical field of view ``fov_y_deg`` centred on an (H, W) image."""
-        import math
-
         H, W = image_size
         f = 0.5 * H / math.tan(math.radians(fov_y_deg) / 2)
         kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}

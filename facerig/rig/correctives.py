@@ -17,15 +17,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facerig.model.code import model_to_opencv
+from facerig.render import axis_angle_to_matrix
+
 __all__ = ["corrective_shapes"]
 
 
 @torch.no_grad()
 def _residual_fields(tracker, points, Y, frames_idx) -> np.ndarray:
     """(n, V, 3) model-frame displacement fields (cm) of the given frames."""
-    from facerig.model.code import model_to_opencv
-    from facerig.render import axis_angle_to_matrix
-
     dec = tracker.dec
     V = dec.model.n_vertices
     ids = tracker.ids.cpu().numpy()

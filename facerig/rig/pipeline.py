@@ -27,21 +27,31 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facerig.face import NoFaceError
-from facerig.rig.track import EYE_OPENING_COLOR, LANDMARK_SHAPE_PRIOR, MOUTH_OPENING_COLOR
+from facerig.assets import asset_path
+from facerig.face import FaceDecoder, FitOptions, NoFaceError, fit_frames, fit_image
+from facerig.io import atomic_path
+from facerig.landmarks import LandmarkTracker
+from facerig.model import FaceModel, GraphicCode, load_model
+from facerig.rig.correctives import corrective_shapes
+from facerig.rig.outputs import frame_progress, write_preview, write_report, write_rig_files
+from facerig.rig.texture import TextureBuilder
+from facerig.rig.track import (EYE_OPENING_COLOR, LANDMARK_SHAPE_PRIOR, MOUTH_OPENING_COLOR, FrameTracker, jitter,
+                               select_keyframes, smooth_tracks)
+from facerig.rig.transfer import deformation_transfer
+from facerig.video import VideoError, VideoReader
 
 __all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT"]
 
 SAMPLE_VIDEO = "sample_face.mp4"
-KEYFRAME_FIT = {"crop_size": 224, "photo_subdivide": 1, "photo_subdivide_min_size": 120, "w_identity_lm": 1.0,
-                "photo_schedule": ((80, 4, 0.05), (120, 2, 0.0), (160, 2, 0.0), (224, 3, 0.0))}
-"""Default :class:`facerig.face.FitOptions` overrides of the keyframe fits (``RigOptions.key_fit``):
+KEYFRAME_FIT = FitOptions(crop_size=224, photo_subdivide=1, photo_subdivide_min_size=120, w_identity_lm=1.0,
+                          photo_schedule=((80, 4, 0.05), (120, 2, 0.0), (160, 2, 0.0), (224, 3, 0.0)))
+"""Default :class:`facerig.face.FitOptions` of the keyframe fits (``RigOptions.key_fit``; a copy is used):
 a 224 px working crop with a last photometric round at full size, the mesh subdivided once in the
 rounds >= 120 px, a weaker identity prior. On tools/bench_rig.py's clips the mean keyframe identity
 error went from 1.40 to 1.20 mm (8 keyframes each about 1.5 s instead of 1 s). With the model's detail
@@ -87,9 +97,10 @@ class RigOptions:
             ``corrective_1..k`` morph targets with their per-frame weights.
         iterations: LM iterations per frame (warm start).
         key_photo_iterations: photometric (Adam) iterations of the keyframe fit (``identity_fit="joint"``).
-        key_fit: :class:`facerig.face.FitOptions` settings of the independent keyframe fits
-            (``identity_fit="average"``; default :data:`KEYFRAME_FIT`: a finer photometric stage
-            than a single photo's default, the identity fit runs once per video).
+        key_fit: :class:`facerig.face.FitOptions` of the independent keyframe fits
+            (``identity_fit="average"``; default a copy of :data:`KEYFRAME_FIT`: a finer photometric
+            stage than a single photo's default, the identity fit runs once per video). A dict is
+            accepted and converted: ``FitOptions(**key_fit)`` (the fitter's defaults + its keys).
         texture_size: side of texture.png in texels (0 = no texture).
         preview: write preview.mp4; preview_height: height of each preview panel (px, default
             min(frame height, 360)).
@@ -127,7 +138,7 @@ class RigOptions:
     correctives: int = 0
     iterations: int = 3
     key_photo_iterations: int = 40
-    key_fit: dict = field(default_factory=lambda: dict(KEYFRAME_FIT))
+    key_fit: FitOptions = field(default_factory=lambda: replace(KEYFRAME_FIT))
     texture_size: int = 256
     preview: bool = True
     preview_height: int | None = None
@@ -145,6 +156,11 @@ class RigOptions:
     smooth_codes: float = 0.034
 
     def __post_init__(self):
+        if self.key_fit is None or isinstance(self.key_fit, dict):
+            self.key_fit = FitOptions(**(self.key_fit or {}))
+        if not isinstance(self.key_fit, FitOptions):
+            raise ValueError(f"key_fit: expected a facerig.face.FitOptions (or a dict of its fields), "
+                             f"got {type(self.key_fit).__name__}")
         for name in ("keyframes", "iterations", "chunk"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -220,7 +236,6 @@ class Rig:
     def model(self, dtype=torch.float64):
         """The rig as a :class:`~facerig.model.FaceModel` (mean = neutral, expression basis = the
         personalised blendshapes, albedo = the fitted per-vertex albedo, no identity modes)."""
-        from facerig.model import load_model
 
         base = load_model(self.model_name)
         return _personal_model(base, torch.as_tensor(self.neutral), torch.as_tensor(self.blendshapes),
@@ -228,8 +243,6 @@ class Rig:
 
     def codes(self, frames=None, dtype=torch.float64):
         """:class:`~facerig.model.GraphicCode` (batch T, or the selected frames) of :meth:`model`."""
-        from facerig.model import GraphicCode
-
         sel = slice(None) if frames is None else np.asarray(frames)
         T = len(self.weights[sel])
         K = self.blendshapes.shape[0]
@@ -241,13 +254,11 @@ class Rig:
 
     def save(self, out, *, blendshapes: bool = True) -> dict:
         """Write rig.glb, blendshapes/*.obj, texture.png, tracking.csv and rig.json into ``out``."""
-        return _write_rig_files(self, Path(out), blendshapes=blendshapes)
+        return write_rig_files(self, Path(out), blendshapes=blendshapes)
 
 
 # ------------------------------------------------------------------------------------------ helpers
 def _personal_model(base, neutral, deltas, albedo):
-    from facerig.model import FaceModel
-
     dt = base.dtype
     K0, K = base.n_expression, deltas.shape[0]
     std = torch.cat([base.expression_std, torch.ones(max(0, K - K0), dtype=base.expression_std.dtype)])[:K]
@@ -257,13 +268,6 @@ def _personal_model(base, neutral, deltas, albedo):
                      albedo_mean=albedo.to(dt), uvs=base.uvs, uv_faces=base.uv_faces,
                      landmark_maps=base.landmark_maps, masks=base.masks, face_groups=base.face_groups,
                      name="personalised", unit=base.unit, license=base.license, source=f"facerig rig of {base.name}")
-
-
-def _progress(total, desc, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total or None, desc=desc, unit="frame", disable=not enabled, leave=True,
-                dynamic_ncols=True, mininterval=0.5)
 
 
 _STAGE_OPTIONS = {  # which options each cached stage depends on
@@ -327,7 +331,6 @@ class _Cache:
     def save(self, name, **arrays):
         if self.folder is None:
             return
-        from facerig.io import atomic_path
         with atomic_path(self._file(name)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -351,11 +354,10 @@ def _track_landmarks(reader, opts, progress, cache):
     hit = cache.load("landmarks")
     if hit is not None:
         return hit["points"], hit["found"].astype(bool), hit["frames"], float(hit["seconds"])
-    from facerig.landmarks import LandmarkTracker
 
     t0 = time.perf_counter()
     pts, found, frames = [], [], []
-    bar = _progress(reader.frame_count, "landmarks", progress)
+    bar = frame_progress(reader.frame_count, "landmarks", progress)
     smooth = opts.smoothing and opts.zero_phase is None
     with LandmarkTracker(max_faces=1, refine=True, smoothing=smooth, fps=reader.fps) as tracker:
         for k, (i, rgb) in enumerate(reader):
@@ -370,13 +372,9 @@ def _track_landmarks(reader, opts, progress, cache):
             bar.update(1)
     bar.close()
     if not frames:
-        from facerig.video import VideoError
         raise VideoError(f"video {str(reader.path)!r} has no frames in the selected range")
     points, found, frames = np.stack(pts), np.asarray(found), np.asarray(frames, np.int64)
     if opts.zero_phase is not None and opts.smoothing:
-        from facerig.model import load_model
-        from facerig.rig.track import smooth_tracks
-
         m = load_model("default")
         ids = m.landmarks_mediapipe468.indices.numpy()
         detail = np.zeros(468, bool)
@@ -402,9 +400,6 @@ def _read_frames(reader, wanted):
 
 
 def _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal=None):
-    from facerig.face import FitOptions, fit_frames
-    from facerig.rig.track import select_keyframes
-
     key_pos = select_keyframes(points, found, opts.keyframes)
     hit = cache.load("identity")
     if hit is not None and np.array_equal(hit["key_pos"], key_pos):
@@ -412,12 +407,10 @@ def _fit_identity(reader, points, found, frames, opts, dec, cache, log, focal=No
     key_frames = frames[key_pos]
     images = _read_frames(reader, key_frames)
     if opts.identity_fit == "average":
-        from facerig.face import fit_image
-
         log(f"fitting {len(key_pos)} keyframes independently (frames {', '.join(map(str, key_frames))}); "
             "identity and albedo = their mean")
         t0 = time.perf_counter()
-        kopts = FitOptions(**(opts.key_fit or {}))
+        kopts = opts.key_fit
         fits = [fit_image(images[int(frames[p])], dec, landmarks=points[p], focal=focal, options=kopts) for p in key_pos]
         codes = [f.code for f in fits]
         identity = torch.cat([c.identity for c in codes]).mean(0)
@@ -468,11 +461,9 @@ def _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
     t0, c0 = time.perf_counter(), time.process_time()
     key_pos = np.asarray(ident["key_pos"])
     sh_mean = torch.as_tensor(ident["sh"].mean(0), dtype=tracker.dt)
-    bar = _progress(T, "tracking", progress)
+    bar = frame_progress(T, "tracking", progress)
     bar.update(done)
     if done < T:
-        from facerig.video import VideoReader
-
         images = VideoReader(reader.path, start=int(frames[done]), stop=reader.stop, stride=reader.stride,
                              fps=reader.source_fps) if done else reader
         chunk_start = done
@@ -515,173 +506,6 @@ def _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
     return Y, err, time.perf_counter() - t0, time.process_time() - c0, T - done
 
 
-# ------------------------------------------------------------------------------------------ outputs
-def _write_rig_files(rig: Rig, out: Path, blendshapes: bool = True) -> dict:
-    from facerig.io import atomic_open, atomic_write, write_image
-    from facerig.model import camera_pose_to_model, export_blendshapes_obj, export_rig_glb
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    rot_m, trans_m = camera_pose_to_model(rig.rotations, rig.translations)
-    # head motion relative to the first frame's camera-to-head offset keeps the rig near the origin
-    trans_m = trans_m - trans_m[:1]
-    tex = {}
-    if rig.texture is not None and rig.uvs is not None:
-        tex = {"uvs": rig.uvs, "texture": rig.texture}
-        write_image(out / "texture.png", rig.texture)
-        files["texture"] = out / "texture.png"
-    export_rig_glb(out / "rig.glb", rig.neutral, rig.faces, rig.blendshapes, rig.names, weights=rig.weights,
-                   rotations=rot_m, translations=trans_m, fps=rig.fps,
-                   colors=None if tex else np.clip(rig.albedo, 0, 1), name="face_rig", **tex)
-    files["rig"] = out / "rig.glb"
-    if blendshapes:
-        export_blendshapes_obj(out / "blendshapes", rig.neutral, rig.faces, rig.blendshapes, rig.names,
-                               uvs=rig.uvs)
-        files["blendshapes"] = out / "blendshapes"
-    with atomic_open(out / "tracking.csv", "w") as fh:
-        fh.write("frame,source_frame,time,face_found,landmark_error_px,rx,ry,rz,tx_cm,ty_cm,tz_cm,"
-                 + ",".join(rig.names) + "\n")
-        for t in range(len(rig.frames)):
-            e = rig.landmark_error[t]
-            fh.write(f"{t},{int(rig.frames[t])},{t / rig.fps:.4f},{int(rig.found[t])},"
-                     + ("" if not np.isfinite(e) else f"{e:.3f}") + ","
-                     + ",".join(f"{x:.5f}" for x in (*rig.rotations[t], *rig.translations[t])) + ","
-                     + ",".join(f"{x:.4f}" for x in rig.weights[t]) + "\n")
-    files["tracking"] = out / "tracking.csv"
-    meta = {"frames": int(len(rig.frames)), "fps": rig.fps, "image_size": list(rig.image_size), "focal_px": rig.focal,
-            "keyframes": [int(k) for k in rig.keyframes], "model": rig.model_name, "blendshapes": rig.names,
-            "metrics": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in rig.metrics.items()},
-            "timings_s": {k: round(float(v), 3) for k, v in rig.timings.items()},
-            "camera": "OpenCV pinhole, principal point at the frame centre; tracking.csv poses are camera-frame "
-                      "(X_cam = R(r) @ diag(1,-1,-1) @ X + t, cm); rig.glb animates the head in the model (= glTF) "
-                      "frame relative to the first frame's position",
-            "identity": np.round(rig.identity, 5).tolist(), "albedo": np.round(rig.albedo_coeffs, 5).tolist()}
-    atomic_write(out / "rig.json", json.dumps(meta, indent=1))
-    files["json"] = out / "rig.json"
-    return files
-
-
-def _panel(rgb, h):
-    import cv2
-    H, W = rgb.shape[:2]
-    if H == h:
-        return rgb
-    w = max(2, int(round(W * h / H)))
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if h < H else cv2.INTER_LINEAR)
-
-
-def _write_preview(rig: Rig, reader, path: Path, progress: bool, dtype, height: int | None = None):
-    """preview.mp4: original | the fitted rig rendered over the frame (tracked pose, weights and
-    light, textured) | the textured rig alone (frontal camera, tracked rotation and weights, a fixed
-    soft light); each panel ``min(H, 360)`` pixels high (``RigOptions.preview_height``). Also
-    preview.jpg: the frame with the widest jaw opening."""
-    import cv2
-
-    from facerig.face.decoder import SH_AMBIENT, make_camera
-    from facerig.render import axis_angle_to_matrix, render_mesh
-    from facerig.video import VideoWriter
-
-    H, W = rig.image_size
-    h = int(height or min(H, 360))
-    h -= h % 2
-    s = h / H
-    w = int(round(W * s))
-    w -= w % 2
-    sq = h
-    pm = rig.model(dtype)
-    faces = pm.faces
-    codes = rig.codes(dtype=dtype)
-    tex = uvs = None
-    if rig.texture is not None and rig.uvs is not None:
-        tex = torch.as_tensor(rig.texture, dtype=dtype) / 255.0
-        uvs = torch.as_tensor(rig.uvs, dtype=dtype).clone()
-        uvs[:, 1] = 1.0 - uvs[:, 1]  # the model's v points down; the renderer's sampler has v up
-    colors = pm.albedo_mean.to(dtype).clamp(0, 1)[None]
-    M = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype))
-    centre = torch.as_tensor(rig.neutral, dtype=dtype).mean(0)
-    sh_rig = torch.zeros(1, 9, 3, dtype=dtype)
-    sh_rig[:, 0] = SH_AMBIENT * 0.9
-    sh_rig[:, 1] = 0.15 * SH_AMBIENT  # a little light from above (renderer basis)
-    sh_rig[:, 3] = 0.25 * SH_AMBIENT  # and from the front
-    cam_o = make_camera(torch.tensor([rig.focal * s], dtype=dtype), (h, w))
-    cam_r = make_camera(torch.tensor([3.0 * sq], dtype=dtype), (sq, sq))
-    bar = _progress(len(rig.frames), "preview", progress)
-    # a still for documents: the frame with the widest-open jaw (else the middle one)
-    names = list(rig.names)
-    still_k = int(np.argmax(rig.weights[:, names.index("jawOpen")])) if "jawOpen" in names else len(rig.frames) // 2
-    with VideoWriter(path, rig.fps, (2 * w + sq, h)) as vw:
-        for k, (_i, rgb) in enumerate(reader):
-            if k >= len(rig.frames):
-                break
-            small = np.ascontiguousarray(_panel(rgb, h)[:, :w])
-            code = codes[k]
-            with torch.no_grad():
-                shape = pm.shape(None, code.expression)  # (1, V, 3) model frame
-                o = render_mesh(code.transform(shape), faces, cam_o, (h, w), colors=colors, sh_coeffs=code.sh,
-                                uvs=uvs, texture=tex, antialias=False)
-                a = o.alpha[0].numpy() * 0.85
-                over = np.clip(a * o.image[0].clamp(0, 1).numpy() + (1 - a) * (small / 255.0), 0, 1)
-                R = axis_angle_to_matrix(code.rotation)[0]
-                vc = ((shape[0] - centre) @ M.T) @ R.T + torch.tensor([0.0, 0.0, 60.0], dtype=dtype)
-                r = render_mesh(vc[None], faces, cam_r, (sq, sq), colors=colors, sh_coeffs=sh_rig, uvs=uvs,
-                                texture=tex, background=0.18, antialias=False)
-                rig_img = r.image[0].clamp(0, 1).numpy()
-            frame = np.concatenate([small, (over * 255 + 0.5).astype(np.uint8),
-                                    (rig_img * 255 + 0.5).astype(np.uint8)], 1)
-            if not rig.found[k]:
-                cv2.putText(frame, "no face", (w + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 80, 80), 1,
-                            cv2.LINE_AA)
-            vw.write(frame)
-            if k == still_k:
-                from facerig.io import write_image
-                write_image(path.with_suffix(".jpg"), frame)
-            bar.update(1)
-    bar.close()
-    return path
-
-
-def _write_report(rig: Rig, path: Path, lm_fit: np.ndarray):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from facerig.io import atomic_path
-
-    T = len(rig.frames)
-    t = np.arange(T) / rig.fps
-    fig, ax = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    var = rig.weights.std(0)
-    top = np.argsort(-var)[:8]
-    for j in top:
-        ax[0].plot(t, rig.weights[:, j], lw=1.2, label=rig.names[j])
-    ax[0].set_ylabel("blendshape weight")
-    ax[0].legend(fontsize=7, ncol=4, loc="upper right")
-    ax[0].set_title("the 8 most active blendshapes")
-    acc = np.full(T, np.nan)
-    if T >= 3:
-        a = np.linalg.norm(lm_fit[2:] - 2 * lm_fit[1:-1] + lm_fit[:-2], axis=-1).mean(-1)
-        acc[1:-1] = a
-    ax[1].plot(t, acc, lw=1, color="C3")
-    m = rig.metrics
-    ax[1].set_ylabel("px / frame²")
-    ax[1].set_title(f"landmark jitter (acceleration of the fitted 468 landmarks): mean "
-                    f"{m.get('jitter_landmarks_px', float('nan')):.3f}; weights "
-                    f"{m.get('jitter_weights', float('nan')):.4f} / frame²")
-    ax[2].plot(t, rig.landmark_error, lw=1, color="C0", label="landmark error (px)")
-    lost = ~rig.found
-    if lost.any():
-        ax[2].fill_between(t, 0, np.nanmax(np.r_[rig.landmark_error[np.isfinite(rig.landmark_error)], 1.0]),
-                           where=lost, color="0.8", step="mid", label="face lost")
-    ax[2].set_ylabel("px")
-    ax[2].set_xlabel("time (s)")
-    ax[2].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------------------------------ main
 def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: int | None = None, stride: int = 1,
               fps: float | None = None, focal: float | None = None, options: RigOptions | None = None, device=None,
@@ -714,12 +538,6 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
         facerig.video.VideoError: unreadable video / unsupported codec (names the working codecs).
         facerig.face.NoFaceError: no frame has a face.
     """
-    from facerig.assets import asset_path
-    from facerig.face import FaceDecoder
-    from facerig.model import load_model
-    from facerig.rig.track import FrameTracker, jitter
-    from facerig.rig.transfer import deformation_transfer
-    from facerig.video import VideoReader
 
     opts = options or RigOptions()
     log = log or (lambda msg: None)
@@ -772,7 +590,6 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     # 5. per-frame tracking
     focal = float(ident["focal"])
     crop = float(np.median(ident["crop_scale"]))
-    from facerig.face import FitOptions
     sigma = FitOptions().sigma * crop / FitOptions().crop_size  # the fitter's landmark noise, in frame pixels
     tracker = FrameTracker(pdec, (H, W), focal, sigma=sigma, w_expression=opts.w_expression,
                            w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
@@ -789,8 +606,6 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     timings["tracking_cpu"] = cpu_track
     sl = tracker.sl
     if opts.smooth_codes > 0 and found.sum() > 2:
-        from facerig.rig.track import smooth_tracks
-
         cols = np.r_[np.arange(sl["expression"].start, sl["expression"].stop),
                      np.arange(sl["rotation"].start, sl["translation"].stop)]
         Y = Y.copy()
@@ -801,8 +616,6 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     sh = Y[:, sl["sh"]].reshape(T, 9, 3)
     names = list(base.expression_names)
     if opts.correctives > 0:
-        from facerig.rig.correctives import corrective_shapes
-
         t0 = time.perf_counter()
         cshapes, cweights, explained = corrective_shapes(tracker, points, found, Y, opts.correctives)
         deltas = np.concatenate([deltas, cshapes], 0)
@@ -815,8 +628,6 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     t0 = time.perf_counter()
     texture = None
     if opts.texture_size > 0 and base.uvs is not None and base.uv_faces is None:
-        from facerig.rig.texture import TextureBuilder
-
         tb = TextureBuilder(base.faces.cpu(), base.uvs.cpu(), opts.texture_size, fallback=albedo)
         images = _read_frames(reader, frames[key_pos])
         for j, p in enumerate(key_pos):
@@ -860,9 +671,9 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
         t0 = time.perf_counter()
         files = rig.save(out)
         if opts.preview:
-            files["preview"] = _write_preview(rig, reader, out / "preview.mp4", progress, dt, opts.preview_height)
+            files["preview"] = write_preview(rig, reader, out / "preview.mp4", progress, dt, opts.preview_height)
             files["preview_still"] = out / "preview.jpg"
-        files["report"] = _write_report(rig, out / "report.png", lm_fit)
+        files["report"] = write_report(rig, out / "report.png", lm_fit)
         timings["outputs"] = time.perf_counter() - t0
         rig.files = files
     timings["total"] = time.perf_counter() - t_all

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facerig.face.synthetic import head_rotation
+from facerig.face import FaceDecoder
+from facerig.face.synthetic import SyntheticFaces, background_photos, head_rotation, random_crop, random_sh
+from facerig.video import VideoWriter
 
 __all__ = ["performance_curves", "render_talking_head", "head_rotation"]
 
@@ -98,10 +100,6 @@ def render_talking_head(path, n_frames: int = 48, fps: float = 12.0, size: int =
         dict with the ground truth: ``weights`` (T, K), ``rotation`` (T, 3), ``translation`` (T, 3),
         ``identity`` (1, K_id), ``albedo`` (1, K_alb), ``sh`` (1, 9, 3), ``focal``, ``names``.
     """
-    from facerig.face import FaceDecoder
-    from facerig.face.synthetic import SyntheticFaces, background_photos, random_crop, random_sh
-    from facerig.video import VideoWriter
-
     rng = np.random.default_rng(seed)
     dec = decoder or FaceDecoder("default")
     m = dec.model

@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facerig.face.decoder import make_camera
+from facerig.render import interpolate, rasterize, sh_irradiance, vertex_normals
+
 __all__ = ["TextureBuilder"]
 
 
@@ -25,8 +28,6 @@ class TextureBuilder:
     """
 
     def __init__(self, faces, uvs, size: int = 256, fallback=None):
-        from facerig.render import interpolate, rasterize
-
         self.faces = torch.as_tensor(faces).long()
         uv = torch.as_tensor(uvs, dtype=torch.float64)
         self.size = S = int(size)
@@ -62,9 +63,6 @@ class TextureBuilder:
         Returns:
             the number of texels this frame contributed to.
         """
-        from facerig.render import rasterize, sh_irradiance, vertex_normals
-        from facerig.face.decoder import make_camera
-
         img = torch.as_tensor(np.asarray(image))
         img = img.double() / 255.0 if img.dtype == torch.uint8 else img.double()
         H, W = img.shape[:2]

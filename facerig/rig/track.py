@@ -12,11 +12,11 @@ on the face energy's terms (:mod:`facerig.face.energy`)::
 warm-started from the previous frame, with the blendshape weights ``w`` kept in [0, 1] (the
 solver's projection). The temporal terms are :class:`facerig.face.CodePrior` terms centred on
 the previous frame's code. The landmark rows of the Jacobian are the fitter's closed form
-(:func:`facerig.face.fit._vertex_jacobian` / ``_stacked_jacobian``), the prior rows diagonal,
+(:func:`facerig.face.fit.vertex_jacobian` / ``stacked_jacobian``), the prior rows diagonal,
 so float32 works. Light (9 SH coefficients per channel) then comes in closed form from
 the colours of the visible skin vertices and the personalised albedo (ridge towards the previous
 frame's light). Then (``photo_size > 0``, :meth:`FrameTracker.refine_photometric`) one
-Levenberg-Marquardt step of the fitter's photometric energy (:class:`facerig.face.fit._PhotoLM`,
+Levenberg-Marquardt step of the fitter's photometric energy (:class:`facerig.face.fit.PhotometricLM`,
 closed-form Jacobian) on a small square crop around the face, with the same priors: the pixels
 see the chin and lips of an opening jaw that the detector's landmarks follow poorly.
 
@@ -27,6 +27,7 @@ Also here: :func:`select_keyframes` (diverse poses and expressions from the trac
 from __future__ import annotations
 
 import functools
+from fnmatch import fnmatchcase
 
 import numpy as np
 import torch
@@ -34,10 +35,12 @@ from torch import Tensor
 
 from facerig.energy.solvers import levenberg_marquardt
 from facerig.energy.terms import Term, WeightedSum
-from facerig.face import CodePrior, FaceDecoder, FaceObservation, LandmarkTerm, contour_correspondence, contour_normals
-from facerig.face import stacked_residuals
-from facerig.face.fit import _PhotoLM, _scales
+from facerig.face import (CodePrior, FaceDecoder, FaceObservation, LandmarkTerm, contour_correspondence,
+                          contour_normals, stacked_residuals)
+from facerig.face.fit import ParameterPacker, PhotometricLM, parameter_scales, stacked_jacobian, vertex_jacobian
+from facerig.landmarks import MEDIAPIPE_FACE_OVAL, square_crop
 from facerig.model import GraphicCode
+from facerig.render import sh_basis, vertex_normals
 
 __all__ = ["FrameTracker", "select_keyframes", "jitter", "similarity_normalise", "smooth_tracks",
            "LANDMARK_SHAPE_PRIOR", "EYE_OPENING_COLOR", "MOUTH_OPENING_COLOR"]
@@ -198,7 +201,7 @@ class SparseWeights(Term):
 
     def diagonal_derivative(self, y: Tensor) -> Tensor:
         """(B, K) d residual_k / d w_k (0 below 0, where the weight is clamped): the closed-form
-        Jacobian hook of :func:`facerig.face.fit._stacked_jacobian`."""
+        Jacobian hook of :func:`facerig.face.fit.stacked_jacobian`."""
         w = y[:, self.slice]
         wc = w.clamp(min=0)
         return (wc + 2 * self.eps) / (2 * (wc + self.eps) ** 1.5) * (w >= 0).to(w)
@@ -250,8 +253,6 @@ class FrameTracker:
                  shape_prior: dict | None = None, photo_size: int = 0, photo_iterations: int = 1,
                  w_photo: float = 20000.0, w_landmarks_photo: float = 1.0, photo_light: bool = True,
                  photo_eps: float = 0.02, eye_color=None, mouth_color=MOUTH_OPENING_COLOR):
-        from facerig.landmarks import MEDIAPIPE_FACE_OVAL
-
         self.dec = decoder
         m = decoder.model
         if m.landmarks_mediapipe468 is None:
@@ -276,7 +277,6 @@ class FrameTracker:
         self.exp_scale = m.expression_std.to(self.dev, self.dt)
         factor = torch.ones(K, dtype=self.dt, device=self.dev)
         if shape_prior:
-            from fnmatch import fnmatchcase
             for k, name in enumerate(m.expression_names):
                 for pat, f in shape_prior.items():
                     if fnmatchcase(name, pat):
@@ -309,9 +309,8 @@ class FrameTracker:
         self.P = K + 6
         # closed-form landmark Jacobians (the fitter's): the packer's layout and scales are the
         # tracker's parameter vector (whitened expression, rotation, translation / 10)
-        from facerig.face.fit import _Packer
-        self.pk = _Packer(torch.zeros(1, sum(self.sizes.values()), dtype=self.dt, device=self.dev), self.sizes,
-                          _scales(decoder, ("expression", "rotation", "translation")))
+        self.pk = ParameterPacker(torch.zeros(1, sum(self.sizes.values()), dtype=self.dt, device=self.dev), self.sizes,
+                                     parameter_scales(decoder, ("expression", "rotation", "translation")))
         self._lm_energy = WeightedSum(landmarks=(1.0, self.lm_term))
         self.pp = torch.tensor([[self.W / 2.0, self.H / 2.0]], dtype=self.dt, device=self.dev)
         # photometric step
@@ -323,7 +322,7 @@ class FrameTracker:
         if self.photo_size > 0:
             self.photo_dec = self._photo_decoder(eye_color, mouth_color)
             parts = ("expression", "rotation", "translation") + (("sh",) if self.photo_light else ())
-            self.photo_scales = _scales(decoder, parts)
+            self.photo_scales = parameter_scales(decoder, parts)
             n_sh = 27 if self.photo_light else 0
             inf = torch.full((n_sh,), float("inf"), dtype=self.dt, device=self.dev)
             self.photo_lo, self.photo_hi = torch.cat([self.lo, -inf]), torch.cat([self.hi, inf])
@@ -372,25 +371,21 @@ class FrameTracker:
 
     def _prior_rows(self, energy: WeightedSum, p: Tensor, skip=("landmarks",)) -> Tensor:
         """Jacobian rows (B, M, P) of the non-landmark terms of ``energy`` (priors and sparsity: diagonal
-        in the whitened parameters, :func:`facerig.face.fit._stacked_jacobian`), in ``stacked_residuals`` order."""
-        from facerig.face.fit import _stacked_jacobian
-
+        in the whitened parameters, :func:`facerig.face.fit.stacked_jacobian`), in ``stacked_residuals`` order."""
         rest = {n: (energy.weights[n], t) for n, t in energy.terms.items() if n not in skip}
         if not rest:
             return p.new_zeros(p.shape[0], 0, p.shape[1])
-        return _stacked_jacobian(WeightedSum(**rest), None, self.pk, p, None, None)
+        return stacked_jacobian(WeightedSum(**rest), None, self.pk, p, None, None)
 
     def _jacobian(self, energy: WeightedSum, obs: FaceObservation, base: Tensor, p: Tensor) -> Tensor:
         """Jacobian (B, M, P) of ``stacked_residuals(energy, obs, self._unpack(p, base))``: landmark rows
-        in closed form (:func:`facerig.face.fit._vertex_jacobian` / ``_stacked_jacobian``: linear shape
+        in closed form (:func:`facerig.face.fit.vertex_jacobian` / ``stacked_jacobian``: linear shape
         model, rotation, projection), prior rows diagonal."""
-        from facerig.face.fit import _stacked_jacobian, _vertex_jacobian
-
         if next(iter(energy.terms)) != "landmarks":
             raise ValueError("FrameTracker: the landmark term must come first")
         y = self._unpack(p, base)
-        pix, Jpix = _vertex_jacobian(self.dec, self.pk, p, y, obs.image_size, obs.principal_point, colours=False)
-        J_lm = _stacked_jacobian(self._lm_energy, obs, self.pk, p, pix, Jpix)
+        pix, Jpix = vertex_jacobian(self.dec, self.pk, p, y, obs.image_size, obs.principal_point, colours=False)
+        J_lm = stacked_jacobian(self._lm_energy, obs, self.pk, p, pix, Jpix)
         return torch.cat([J_lm, self._prior_rows(energy, p)], 1)
 
     # ------------------------------------------------------------------ one frame
@@ -444,16 +439,13 @@ class FrameTracker:
         """A few Levenberg-Marquardt steps of the photometric energy on a small crop after the
         landmark solve (:meth:`fit_landmarks`, whose observation and temporal terms it reuses).
 
-        Energy: the fitter's LM photometric residual (:class:`facerig.face.fit._PhotoLM`: robust
+        Energy: the fitter's LM photometric residual (:class:`facerig.face.fit.PhotometricLM`: robust
         colour differences over the rendered face of :meth:`_photo_decoder` on a ``photo_size``
         px square crop around the landmarks, closed-form Jacobian) + ``w_landmarks_photo`` x the
         landmark term + the tracker's priors (expression, sparsity, temporal when ``warm``).
         Free: weights in [0, 1], pose and (``photo_light``) the SH light; identity and albedo
         stay the person's. ``rgb`` (H, W, 3) uint8 frame, ``landmarks`` its (468, 2) points,
         ``y`` (1, D) the landmark solve with its light. Returns (1, D)."""
-        from facerig.face.fit import _Packer
-        from facerig.landmarks import square_crop
-
         if self.photo_size <= 0 or self.photo_iterations <= 0:
             return y
         S = self.photo_size
@@ -471,12 +463,12 @@ class FrameTracker:
         fsl = self.sl["focal"]
         yc = y.detach().clone()
         yc[:, fsl] = yc[:, fsl] * s
-        pk = _Packer(yc, self.sizes, self.photo_scales)
+        pk = ParameterPacker(yc, self.sizes, self.photo_scales)
         lm_term = LandmarkTerm(self.photo_dec, sigma=self.lm_term.sigma * s, delta=self.lm_term.delta)
         priors = self.priors_warm if warm else self.priors_cold
         e_rest = WeightedSum(landmarks=(self.w_landmarks_photo, lm_term),
                              **{n: (priors.weights[n], t) for n, t in priors.terms.items()})
-        prob = _PhotoLM(self.photo_dec, obs, pk, e_rest, self.w_photo, eps=self.photo_eps, size=S, erode=1)
+        prob = PhotometricLM(self.photo_dec, obs, pk, e_rest, self.w_photo, eps=self.photo_eps, size=S, erode=1)
         p = pk.pack(yc)
         lo, hi = self.photo_lo, self.photo_hi
         prob.set_support(p)
@@ -492,8 +484,6 @@ class FrameTracker:
         """Closed-form SH light of one frame: least squares ``colour = albedo * (Y(n) . sh)`` on the
         front-facing skin vertices inside the frame, ridge ``light_ridge`` towards ``prev_sh``
         (9, 3) (or the ambient light). ``rgb`` (H, W, 3) uint8 or float [0, 1]. Returns (1, D)."""
-        from facerig.render import sh_basis, vertex_normals
-
         img = torch.as_tensor(np.asarray(rgb) if not isinstance(rgb, Tensor) else rgb)
         img = (img.to(self.dt) / 255.0) if img.dtype == torch.uint8 else img.to(self.dt)
         code = self.dec.as_code(y)

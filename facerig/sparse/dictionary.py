@@ -26,7 +26,7 @@ from facerig.sparse._validation import (
     check_samples,
     to_output,
 )
-from facerig.sparse.lasso import lasso_objective, lasso_solve
+from facerig.sparse.lasso import lasso_objective, lasso_solve, sparse_encode
 
 __all__ = ["DictionaryLearningResult", "learn_dictionary", "DictionaryLearning"]
 
@@ -202,7 +202,6 @@ class DictionaryLearning:
 
     def transform(self, X: Any) -> Any:
         """Lasso codes ``(n_samples, n_atoms)`` of ``X`` on the learned dictionary."""
-        from facerig.sparse.lasso import sparse_encode
         self._check_fitted()
         return sparse_encode(X, self.components_, self.alpha, algorithm="fista",
                              max_iter=max(self.max_iter, 1000), tol=1e-6)

@@ -31,6 +31,7 @@ from facerig.sparse._validation import (
 )
 from facerig.sparse.lasso import lasso_objective, lasso_solve
 from facerig.sparse.networks import PARAMETRIZATIONS, LISTANet
+from facerig.sparse.training import SCHEDULES, _check_mode, lasso_problem, train_lista
 
 __all__ = ["SparseCoder", "LISTA"]
 
@@ -256,8 +257,6 @@ class LISTA(_Estimator):
         self.warmup = warmup
 
     def _validate(self) -> None:
-        from facerig.sparse.training import SCHEDULES, _check_mode
-
         if self.code_loss not in ("mse", "relative"):
             raise ValueError(f"code_loss must be 'mse' or 'relative', got {self.code_loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -278,8 +277,6 @@ class LISTA(_Estimator):
 
     def fit(self, X: Any, y: Any = None) -> "LISTA":
         """Train the network on ``X`` ``(n_samples, n_features)`` in the chosen mode."""
-        from facerig.sparse.training import lasso_problem, train_lista
-
         self._validate()
         T, D, _ = self._samples(X)
         torch.manual_seed(int(self.seed))

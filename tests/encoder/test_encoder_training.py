@@ -9,7 +9,7 @@ from torch.utils.data import default_collate
 from facerig.encoder import FaceEncoder, load_encoder
 from facerig.encoder.losses import MoFALoss
 from facerig.encoder.synthetic_data import SyntheticFaceDataset
-from facerig.encoder.training import BatchStream, TrainConfig, make_problem, train_encoder
+from facerig.encoder.training import BatchStream, TrainOptions, make_problem, train_encoder
 from facerig.energy import train
 from facerig.face import FaceDecoder
 
@@ -80,9 +80,9 @@ def test_batch_stream_is_seeded_and_resumable(data):
 def test_train_encoder_writes_a_run_folder_and_resumes_exactly(data, tmp_path):
     dec, ds, _ = data
     val = Items([ds[8], ds[9]])
-    cfg = TrainConfig(mode="mixed", steps=4, batch_size=4, log_every=2, warmup=0, val_every=4, lr_schedule="constant")
+    cfg = TrainOptions(mode="mixed", steps=4, batch_size=4, log_every=2, warmup=0, val_every=4, lr_schedule="constant")
     enc = _small_encoder()
-    train_encoder(enc, ds, tmp_path / "a", config=cfg, val_dataset=val, progress=False, decoder=dec, log=lambda s: None)
+    train_encoder(enc, ds, tmp_path / "a", options=cfg, val_dataset=val, progress=False, decoder=dec, log=lambda s: None)
     a = tmp_path / "a"
     for name in ("config.json", "checkpoint.pt", "log.csv", "validation.csv", "encoder.pt", "images/step_000004.png"):
         assert (a / name).is_file(), name
@@ -91,9 +91,10 @@ def test_train_encoder_writes_a_run_folder_and_resumes_exactly(data, tmp_path):
     assert float(rows[-1]["geometry_mm"]) > 0 and float(rows[-1]["landmarks_px"]) > 0
     # 2 steps, then resume to 4 == 4 steps straight
     enc2 = _small_encoder()
-    train_encoder(enc2, ds, tmp_path / "b", config=TrainConfig(**{**cfg.__dict__, "steps": 2}), progress=False, decoder=dec)
+    train_encoder(enc2, ds, tmp_path / "b", options=TrainOptions(**{**cfg.__dict__, "steps": 2}), progress=False, decoder=dec)
     enc3 = _small_encoder()
-    train_encoder(enc3, ds, tmp_path / "b", config=cfg, resume=True, progress=False, decoder=dec)
+    with pytest.warns(DeprecationWarning, match="options="):  # the former keyword still works
+        train_encoder(enc3, ds, tmp_path / "b", config=cfg, resume=True, progress=False, decoder=dec)
     for p, q in zip(enc.state_dict().values(), enc3.state_dict().values()):
         assert torch.allclose(p.float(), q.float(), atol=1e-6)
     # the run folder loads as an encoder
@@ -118,3 +119,12 @@ def test_core_train_schedule_and_iterable_checks():
     net = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match="batch_loss"):
         train(net, Problem(energy=lambda x, y: y.sum(1)), [torch.zeros(4, 2)], steps=1, progress=False)
+
+
+def test_train_options_check_the_mode():
+    from facerig.encoder import TrainConfig
+
+    assert TrainConfig is TrainOptions  # the former name
+    assert TrainOptions(mode={"unsupervised": 1.0}).mode == {"unsupervised": 1.0}
+    with pytest.raises(ValueError, match="mode"):
+        TrainOptions(mode="bogus")

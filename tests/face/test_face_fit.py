@@ -244,7 +244,7 @@ def _random_problem(dec, B=2, seed=0):
     code.sh = code.sh + torch.randn(B, 9, 3, generator=g, dtype=dt) * 0.2
     y = code.to_vector()
     parts = ("identity", "expression", "albedo", "rotation", "translation", "sh")
-    pk = F._Packer(y, dec.sizes, F._scales(dec, parts, 80))
+    pk = F.ParameterPacker(y, dec.sizes, F.parameter_scales(dec, parts, 80))
     pp = torch.tensor([[80.0, 80.0], [70.0, 90.0]], dtype=dt)[:B]
     lm = dec.landmarks2d(code, (160, 160), pp, kind="mediapipe468") + torch.randn(B, 468, 2, generator=g, dtype=dt) * 4
     contour = torch.as_tensor(MEDIAPIPE_FACE_OVAL)
@@ -276,13 +276,13 @@ def test_vertex_and_landmark_jacobians_match_autograd(decoder64):
         return torch.cat([pix, col], -1).reshape(p.shape[0], -1)
 
     v_ref, J_ref = batched_jacobian(plain, p, "forward")
-    vals, J = F._vertex_jacobian(dec, pk, p, pk.unpack(p), (160, 160), obs.principal_point, depth=True)
+    vals, J = F.vertex_jacobian(dec, pk, p, pk.unpack(p), (160, 160), obs.principal_point, depth=True)
     assert torch.allclose(vals.reshape(p.shape[0], -1), v_ref, atol=1e-9)
     assert torch.allclose(J.reshape(J_ref.shape), J_ref, atol=1e-6 * float(J_ref.abs().max()))
 
     e = face_energy(dec, landmarks=0.3, identity=1.0, expression=2.0, albedo=1.0, sigma=2.0, delta=1.0)
     _, Jr_ref = batched_jacobian(lambda q: stacked_residuals(e, obs, pk.unpack(q)), p, "forward")
-    Jr = F._stacked_jacobian(e, obs, pk, p, vals[..., :2], J[:, :, :2])
+    Jr = F.stacked_jacobian(e, obs, pk, p, vals[..., :2], J[:, :, :2])
     assert torch.allclose(Jr, Jr_ref, atol=1e-7 * float(Jr_ref.abs().max()))
 
 
@@ -298,11 +298,11 @@ def test_photometric_lm_jacobian_matches_finite_differences(subdivide, erode, sc
     dec = FaceDecoder("default", dtype=torch.float64)
     dec.skin_weight = torch.ones_like(dec.skin_weight)
     pk, p, obs = _random_problem(dec, B=1, seed=1)
-    dec = F._subdivided(dec, subdivide, scheme)
-    assert dec.model.n_vertices == (468 if subdivide == 0 else 468 + 1365) and dec.sizes == F.FaceDecoder("default").sizes
+    dec = F.subdivided_decoder(dec, subdivide, scheme)
+    assert dec.model.n_vertices == (468 if subdivide == 0 else 468 + 1365) and dec.sizes == FaceDecoder("default").sizes
     dec.skin_weight = torch.ones_like(dec.skin_weight)
     e_rest = face_energy(dec, landmarks=0.3, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
-    prob = F._PhotoLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode)
+    prob = F.PhotometricLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode)
     prob.set_support(p)
     r0 = prob.residual(p)
     J = prob.jacobian(p)
@@ -349,9 +349,9 @@ def test_butterfly_subdivision_interpolates_and_is_linear_in_the_code():
     from facerig.face import fit as F
 
     dec = FaceDecoder("default", dtype=torch.float64)
-    bf = F._subdivided(dec, 1, "butterfly")
-    mid = F._subdivided(dec, 1)
-    assert bf is F._subdivided(dec, 1, "butterfly") and bf is not mid
+    bf = F.subdivided_decoder(dec, 1, "butterfly")
+    mid = F.subdivided_decoder(dec, 1)
+    assert bf is F.subdivided_decoder(dec, 1, "butterfly") and bf is not mid
     g = torch.Generator().manual_seed(0)
     code = dec.zero_code(2, image_size=160)
     code.identity = torch.randn(2, dec.sizes["identity"], generator=g, dtype=torch.float64) * dec.model.identity_std
@@ -366,13 +366,13 @@ def test_butterfly_subdivision_interpolates_and_is_linear_in_the_code():
     lhs = m.shape(a + b, z) - m.mean
     assert torch.allclose(lhs, (m.shape(a, z) - m.mean) + (m.shape(b, z) - m.mean), atol=1e-9)
     # stencil: linear precision and rounding on a unit sphere through the mesh's vertices
-    idx, w = F._butterfly_stencil(dec.model.faces, 468)
+    idx, w = F.butterfly_stencil(dec.model.faces, 468)
     assert torch.allclose(w.sum(1), torch.zeros(len(w), dtype=w.dtype))  # translation-invariant
     assert float((w.abs().sum(1) > 0).double().mean()) > 0.85  # complete stencils away from the rim
     sph = torch.nn.functional.normalize(dec.model.mean - dec.model.mean.mean(0), dim=1)
     sphere = dec.model.__class__(mean=sph, faces=dec.model.faces)
     full = w.abs().sum(1) > 0
-    r_bf = F._butterfly_model(sphere).mean[468:][full].norm(dim=1)
+    r_bf = F.butterfly_model(sphere).mean[468:][full].norm(dim=1)
     r_mid = sphere.subdivide(1).mean[468:][full].norm(dim=1)
     assert float((1 - r_bf).abs().mean()) < 0.5 * float((1 - r_mid).abs().mean())
 
@@ -411,14 +411,14 @@ def test_photometric_exclude_drops_exactly_the_group_pixels():
     base = FaceDecoder("default", dtype=torch.float64)
     pk, p, obs = _random_problem(base, B=1, seed=2)
     for levels in (0, 1):
-        dec = F._subdivided(base, levels)
-        ex = F._excluded_faces(dec, FitOptions(photo_exclude=("mouth_opening", "no_such_group")))
+        dec = F.subdivided_decoder(base, levels)
+        ex = F.excluded_faces(dec, FitOptions(photo_exclude=("mouth_opening", "no_such_group")))
         grp = dec.model.face_groups["mouth_opening"]
         assert ex is not None and ex.shape == (dec.model.n_faces,) and int(ex.sum()) == int(grp.sum() if grp.dtype == torch.bool else len(grp))
-        assert F._excluded_faces(dec, FitOptions()) is None
+        assert F.excluded_faces(dec, FitOptions()) is None
         e_rest = face_energy(dec, landmarks=0.0, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
-        plain = F._PhotoLM(dec, obs, pk, e_rest, 1.0, 0.01, 160)
-        masked = F._PhotoLM(dec, obs, pk, e_rest, 1.0, 0.01, 160, exclude_faces=ex)
+        plain = F.PhotometricLM(dec, obs, pk, e_rest, 1.0, 0.01, 160)
+        masked = F.PhotometricLM(dec, obs, pk, e_rest, 1.0, 0.01, 160, exclude_faces=ex)
         with torch.no_grad():
             out = plain._render(p)
         plain.sel = masked.sel = torch.arange(160 * 160)[None]

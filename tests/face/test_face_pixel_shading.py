@@ -49,7 +49,7 @@ def test_decoder_pixel_shading_matches_the_renderer():
 
 
 def test_vertex_normal_and_albedo_jacobian_matches_autograd():
-    """_vertex_jacobian(normals=True): (u, v, z, unit normal, albedo) and its Jacobian = torch.func's."""
+    """vertex_jacobian(normals=True): (u, v, z, unit normal, albedo) and its Jacobian = torch.func's."""
     from facerig.energy.solvers import batched_jacobian
     from facerig.face import fit as F
     from facerig.render import vertex_normals
@@ -64,7 +64,7 @@ def test_vertex_normal_and_albedo_jacobian_matches_autograd():
         return torch.cat([pix, vertex_normals(verts, dec.faces), m.albedo(c.albedo)], -1).reshape(q.shape[0], -1)
 
     v_ref, J_ref = batched_jacobian(plain, p, "forward")
-    vals, J = F._vertex_jacobian(dec, pk, p, pk.unpack(p), (160, 160), obs.principal_point, depth=True, normals=True)
+    vals, J = F.vertex_jacobian(dec, pk, p, pk.unpack(p), (160, 160), obs.principal_point, depth=True, normals=True)
     assert vals.shape[-1] == 9 and J.shape[2] == 9
     assert torch.allclose(vals.reshape(p.shape[0], -1), v_ref, atol=1e-9)
     assert torch.allclose(J.reshape(J_ref.shape), J_ref, atol=1e-6 * float(J_ref.abs().max()))
@@ -79,16 +79,16 @@ def test_pixel_shading_lm_jacobian_matches_finite_differences(subdivide, erode):
     from facerig.face import fit as F
 
     dec, pk, p, obs = _problem()
-    dec = F._subdivided(dec, subdivide)
+    dec = F.subdivided_decoder(dec, subdivide)
     dec.skin_weight = torch.ones_like(dec.skin_weight)
     e_rest = face_energy(dec, landmarks=0.3, identity=1.0, expression=1.0, albedo=1.0, sigma=2.0)
-    prob = F._PhotoLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode, shading="pixel")
+    prob = F.PhotometricLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode, shading="pixel")
     prob.set_support(p)
     r0 = prob.residual(p)
     J = prob.jacobian(p)
     assert J.shape == (1, r0.shape[1], p.shape[1])
     # the per-pixel residuals are not the per-vertex ones (the option does something)
-    vprob = F._PhotoLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode)
+    vprob = F.PhotometricLM(dec, obs, pk, e_rest, 20000.0, 0.02, 64, erode=erode)
     vprob.set_support(p)
     assert float((vprob.residual(p) - r0).abs().max()) > 1e-3
     h = 1e-6

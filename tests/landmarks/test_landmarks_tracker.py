@@ -93,7 +93,7 @@ def test_track_video_file(astronaut, tmp_path):
         assert len(sub) == 3 and np.allclose(t2, times[[0, 2, 4]])
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"not a video" * 50)
-    from facerig.landmarks import ImageReadError
+    from facerig.io import ImageReadError
 
     with pytest.raises(ImageReadError, match="bad.avi"):
         LandmarkTracker().track_video(bad)

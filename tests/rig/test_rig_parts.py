@@ -111,6 +111,24 @@ def test_shape_prior_scales_the_expression_prior_and_validates(model):
         RigOptions(identity_fit="median")
 
 
+def test_rig_options_key_fit_is_a_typed_fit_options():
+    """RigOptions.key_fit holds a FitOptions: by default a copy of KEYFRAME_FIT (not shared between
+    instances); a dict is converted with the fitter's defaults for the keys it lacks; else ValueError."""
+    from facerig.face import FitOptions
+    from facerig.rig import RigOptions
+    from facerig.rig.pipeline import KEYFRAME_FIT
+
+    a, b = RigOptions(), RigOptions()
+    assert isinstance(a.key_fit, FitOptions) and a.key_fit == KEYFRAME_FIT and a.key_fit is not b.key_fit
+    a.key_fit.crop_size = 200
+    assert b.key_fit.crop_size == KEYFRAME_FIT.crop_size == 224
+    c = RigOptions(key_fit={"photo_iterations": 3})
+    assert c.key_fit == FitOptions(photo_iterations=3)
+    assert RigOptions(key_fit=None).key_fit == FitOptions()
+    with pytest.raises(ValueError, match="key_fit"):
+        RigOptions(key_fit=3)
+
+
 def test_smooth_tracks_zero_phase():
     from facerig.rig.track import smooth_tracks
 

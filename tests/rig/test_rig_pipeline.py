@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from facerig.cli import main
+from facerig.face import FitOptions
 from facerig.rig import RigOptions, build_rig
 from facerig.video import VideoReader, VideoWriter
 
-FAST = RigOptions(keyframes=3, key_photo_iterations=5, key_fit={"photo_iterations": 3}, texture_size=64, chunk=3,
+FAST = RigOptions(keyframes=3, key_photo_iterations=5, key_fit=FitOptions(photo_iterations=3), texture_size=64, chunk=3,
                   preview_height=96)
 
 
@@ -127,7 +128,7 @@ def test_folder_with_a_lost_face(tiny_clip, tmp_path):
     frames = tmp_path / "frames"
     for i, rgb in VideoReader(path, stop=6):
         write_image(frames / f"{i:04d}.png", np.full_like(rgb, 128) if i == 3 else rgb)
-    opts = RigOptions(keyframes=2, key_photo_iterations=0, key_fit={"photo_iterations": 0}, texture_size=0, preview=False)
+    opts = RigOptions(keyframes=2, key_photo_iterations=0, key_fit=FitOptions(photo_iterations=0), texture_size=0, preview=False)
     rig = build_rig(frames, tmp_path / "out", fps=10, options=opts)
     assert rig.found.tolist() == [True, True, True, False, True, True]
     rows = list(csv.DictReader(open(tmp_path / "out" / "tracking.csv")))

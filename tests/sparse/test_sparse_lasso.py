@@ -124,7 +124,7 @@ def test_float32_and_torch_in_torch_out():
 
 
 def test_solve_on_support_matches_dense_solves_and_flags_singular_systems():
-    from facerig.sparse.lasso import _solve_on_support
+    from facerig.sparse.support import _solve_on_support
 
     rng = np.random.default_rng(7)
     D = rng.standard_normal((12, 10))
@@ -185,13 +185,13 @@ def test_fused_fista_layers_match_the_core_fista(shape, restart):
     """The fast path's fused iteration (facerig.energy.fista_l1_quadratic: one addmm + softshrink
     + lerp) is the core's general FISTA."""
     from facerig.energy.solvers import fista, fista_l1_quadratic
-    from facerig.sparse.lasso import _gradient_fn
+    from facerig.sparse.lasso import lasso_gradient
     from facerig.sparse.networks import lipschitz_constant
 
     X, D = _problem(n_atoms=shape[0], n_features=shape[1], n_samples=12, seed=3)
     Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
     step, alpha = 1.0 / lipschitz_constant(Dt), 0.2
-    ref = fista(torch.zeros(12, shape[0], dtype=torch.float64), grad=_gradient_fn(Xt, Dt),
+    ref = fista(torch.zeros(12, shape[0], dtype=torch.float64), grad=lasso_gradient(Xt, Dt),
                 prox=lambda v, t: soft_threshold(v, alpha * t), step=step, max_iter=25, restart=restart).x
     Y0 = torch.zeros(12, shape[0], dtype=torch.float64)
     if shape[0] <= 2 * shape[1]:
@@ -209,16 +209,16 @@ def test_fused_fista_layers_match_the_core_fista(shape, restart):
 def test_fast_path_certificate_is_the_final_float64_gap():
     """The result's gap is the float64 duality gap of the returned codes (recomputed here), and a
     code that fails it (forced here with a KKT slack of 10 %) is polished again until certified."""
-    import facerig.sparse.lasso as lasso
+    import facerig.sparse.support as support
 
     X, D = _problem(n_atoms=40, n_features=20, n_samples=64, seed=11)
     Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
-    old = lasso._KKT_SLACK
+    old = support._KKT_SLACK
     try:
-        lasso._KKT_SLACK = 0.1                                      # a sloppy pre-check
+        support._KKT_SLACK = 0.1                                      # a sloppy pre-check
         res = lasso_solve(Xt, Dt, 0.2, tol=1e-9, max_iter=20000, polish=True)
     finally:
-        lasso._KKT_SLACK = old
+        support._KKT_SLACK = old
     gap, primal, _ = lasso_duality_gap(Xt, res.codes, Dt, 0.2)
     assert res.converged and bool((gap <= 1e-9 * primal).all())
     assert torch.allclose(res.gap, gap, atol=1e-12) and torch.allclose(res.objective, primal, rtol=1e-13)
@@ -228,7 +228,7 @@ def test_fast_path_certificate_is_the_final_float64_gap():
 def test_parallel_support_solves_match_the_serial_ones(monkeypatch):
     """With several torch threads the batched support solves run as row chunks in a thread pool;
     the result is the serial one, bit for bit."""
-    import facerig.sparse.lasso as lasso
+    import facerig.sparse.support as support
 
     rng = np.random.default_rng(5)
     D = torch.as_tensor(rng.standard_normal((30, 20)))
@@ -236,15 +236,15 @@ def test_parallel_support_solves_match_the_serial_ones(monkeypatch):
     S = torch.as_tensor(rng.random((300, 30)) < 0.25)
     signs = torch.where(torch.as_tensor(rng.random((300, 30))) < 0.5, -1.0, 1.0).double() * S
     G, Z = D @ D.T, X @ D.T
-    serial = lasso._solve_on_support(S, signs, Z, G, 0.3)
+    serial = support._solve_on_support(S, signs, Z, G, 0.3)
     old = torch.get_num_threads()
-    monkeypatch.setattr(lasso, "_PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(support, "_PARALLEL_MIN_ROWS", 1)
     try:
         torch.set_num_threads(2)
-        parallel = lasso._solve_on_support(S, signs, Z, G, 0.3)
+        parallel = support._solve_on_support(S, signs, Z, G, 0.3)
     finally:
         torch.set_num_threads(old)
-    assert (os.getpid(), 2) in lasso._POOL                          # the pool did run
+    assert (os.getpid(), 2) in support._POOL                          # the pool did run
     assert torch.equal(torch.isnan(serial), torch.isnan(parallel))
     assert torch.equal(torch.nan_to_num(serial), torch.nan_to_num(parallel))
     # and both are the exact solutions of G_SS y_S = z_S - alpha s_S (zeros off S), row by row
@@ -299,7 +299,7 @@ def test_mixed_precision_dictionary_fista_is_the_core_iteration():
 
 def test_sparse_code_products_match_dense_ones():
     """The CSR form of codes used for the KKT checks and the certificate: same products as dense."""
-    from facerig.sparse.lasso import _csr_rows, _sparse_codes, _support_index
+    from facerig.sparse.support import _csr_rows, _sparse_codes, _support_index
 
     rng = np.random.default_rng(14)
     Y = torch.as_tensor(rng.standard_normal((40, 30)) * (rng.random((40, 30)) < 0.2))
@@ -318,7 +318,7 @@ def test_row_chunks_give_certified_codes(threads, monkeypatch):
     """On the CPU a large batch is solved in row chunks (one after the other with one torch thread,
     in parallel threads with two): every code is certified, the optimum is the one-batch run's, and
     the counters add up."""
-    import facerig.sparse.lasso as lasso
+    import facerig.sparse.support as support
 
     X, D = _problem(n_atoms=40, n_features=20, n_samples=1100, seed=15)
     Xt, Dt = torch.as_tensor(X), torch.as_tensor(D)
@@ -326,18 +326,18 @@ def test_row_chunks_give_certified_codes(threads, monkeypatch):
     try:
         torch.set_num_threads(1)
         whole = lasso_solve(Xt, Dt, 0.2, tol=1e-9, max_iter=20000, polish=True)
-        monkeypatch.setattr(lasso, "_CHUNK_ENTRIES", 40 * 550)          # 2 chunks of 550 rows
-        monkeypatch.setattr(lasso, "_PARALLEL_MIN_ROWS", 64)
+        monkeypatch.setattr(support, "_CHUNK_ENTRIES", 40 * 550)          # 2 chunks of 550 rows
+        monkeypatch.setattr(support, "_PARALLEL_MIN_ROWS", 64)
         calls = []
-        inner = lasso._lasso_fista_polish
-        monkeypatch.setattr(lasso, "_lasso_fista_polish", lambda X, *a, **k: calls.append(len(X)) or inner(X, *a, **k))
+        inner = support._lasso_fista_polish
+        monkeypatch.setattr(support, "_lasso_fista_polish", lambda X, *a, **k: calls.append(len(X)) or inner(X, *a, **k))
         torch.set_num_threads(threads)
         chunked = lasso_solve(Xt, Dt, 0.2, tol=1e-9, max_iter=20000, polish=True)
     finally:
         torch.set_num_threads(old)
     assert sorted(calls) == [550, 550]
     if threads == 2:
-        assert (os.getpid(), 2) in lasso._POOL
+        assert (os.getpid(), 2) in support._POOL
     gap, primal, _ = lasso_duality_gap(Xt, chunked.codes, Dt, 0.2)
     assert chunked.converged and bool((gap <= 1e-9 * primal).all())
     assert torch.allclose(chunked.objective, whole.objective, rtol=2e-9, atol=0)

@@ -1,4 +1,4 @@
-"""Image input for the landmark detectors: every accepted form -> ``(H, W, 3)`` uint8 RGB.
+"""Image input for the whole library: every accepted form -> ``(H, W, 3)`` uint8 RGB.
 
 Accepted inputs (see :func:`as_rgb_uint8`):
 

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the whole library: atomic writes and image files.
+"""Atomic file writes (and image files written atomically), shared by the whole library.
 
 Every file facerig writes goes through :func:`atomic_write`: the data is written to a temporary
 file in the destination folder and renamed over the destination, so a reader never sees a
