@@ -36,7 +36,8 @@ import torch
 from facerig.face import NoFaceError
 from facerig.rig.track import EYE_OPENING_COLOR, LANDMARK_SHAPE_PRIOR, MOUTH_OPENING_COLOR
 
-__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT"]
+__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT", "TRACKING_COLUMNS", "tracking_csv_header",
+           "tracking_csv_row", "personalise", "make_tracker"]
 
 SAMPLE_VIDEO = "sample_face.mp4"
 KEYFRAME_FIT = {"crop_size": 224, "photo_subdivide": 1, "photo_subdivide_min_size": 120, "w_identity_lm": 1.0,
@@ -242,6 +243,74 @@ class Rig:
     def save(self, out, *, blendshapes: bool = True) -> dict:
         """Write rig.glb, blendshapes/*.obj, texture.png, tracking.csv and rig.json into ``out``."""
         return _write_rig_files(self, Path(out), blendshapes=blendshapes)
+
+
+# ------------------------------------------------------------------------------------------ public pieces
+TRACKING_COLUMNS = ("frame", "source_frame", "time", "face_found", "landmark_error_px", "rx", "ry", "rz",
+                    "tx_cm", "ty_cm", "tz_cm")
+"""The leading columns of tracking.csv (then one column per blendshape name)."""
+
+
+def tracking_csv_header(names) -> str:
+    """The header line of tracking.csv (with its newline): :data:`TRACKING_COLUMNS` then ``names``."""
+    return ",".join(TRACKING_COLUMNS) + "," + ",".join(names) + "\n"
+
+
+def tracking_csv_row(frame: int, source_frame: int, time_s: float, found: bool, error_px, rotation, translation,
+                     weights) -> str:
+    """One line of tracking.csv (with its newline): output frame number, source frame number, time
+    (s), face found (0/1), mean landmark error (px; empty when not finite), head rotation (3,)
+    axis-angle radians and translation (3,) cm (camera frame), then the blendshape weights."""
+    e = float(error_px) if error_px is not None else float("nan")
+    return (f"{int(frame)},{int(source_frame)},{float(time_s):.4f},{int(bool(found))},"
+            + ("" if not np.isfinite(e) else f"{e:.3f}") + ","
+            + ",".join(f"{float(x):.5f}" for x in (*rotation, *translation)) + ","
+            + ",".join(f"{float(x):.4f}" for x in weights) + "\n")
+
+
+def personalise(base, identity, albedo):
+    """The personalised model of identity and albedo coefficients of a generic model.
+
+    Args:
+        base: the generic :class:`~facerig.model.FaceModel` (e.g. ``load_model("default")``).
+        identity: (K_id,) identity coefficients; albedo: (K_alb,) albedo coefficients (e.g. a
+            rig's ``identity`` / ``albedo_coeffs``, rig.json's "identity" / "albedo").
+
+    Returns:
+        ``(model, neutral, albedo, deltas)``: the personalised float64 CPU model (mean = the
+        person's neutral, expression basis = the generic blendshapes carried onto it by
+        :func:`facerig.rig.transfer.deformation_transfer`, per-vertex albedo), the (V, 3) neutral
+        and (V, 3) albedo (float64 tensors, cm and [0, 1]) and the (K, V, 3) deltas (NumPy, cm).
+    """
+    from facerig.rig.transfer import deformation_transfer
+
+    with torch.no_grad():
+        idc = torch.as_tensor(np.asarray(identity), dtype=base.dtype, device=base.device)[None]
+        neutral = base.shape(idc)[0].double().cpu()
+        alb = base.albedo(torch.as_tensor(np.asarray(albedo), dtype=base.dtype, device=base.device)[None])[0]
+        alb = alb.clamp(0, 1).double().cpu()
+    deltas = deformation_transfer(base.mean.double().cpu().numpy(), base.expression_basis.double().cpu().numpy(),
+                                  neutral.numpy(), base.faces.cpu().numpy())
+    pm = _personal_model(base.to(dtype=torch.float64, device="cpu"), neutral, torch.as_tensor(deltas), alb)
+    return pm, neutral, alb, deltas
+
+
+def make_tracker(decoder, image_size, focal: float, sigma: float, options: RigOptions | None = None):
+    """The :class:`facerig.rig.track.FrameTracker` :func:`build_rig` tracks with, set from
+    :class:`RigOptions` (``decoder``: the personalised model's :class:`~facerig.face.FaceDecoder`;
+    ``image_size`` (H, W) px; ``focal`` px; ``sigma`` landmark noise in frame pixels)."""
+    from facerig.rig.track import FrameTracker
+
+    opts = options or RigOptions()
+    return FrameTracker(decoder, image_size, focal, sigma=sigma, w_expression=opts.w_expression,
+                        w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
+                        iterations=opts.iterations, w_sparse=opts.w_sparse,
+                        eye_weight=opts.eye_weight, lip_weight=opts.lip_weight,
+                        contour_weight=opts.contour_weight, shape_prior=opts.shape_prior,
+                        photo_size=opts.photo_size, photo_iterations=opts.photo_iterations, w_photo=opts.w_photo,
+                        w_landmarks_photo=opts.w_landmarks_photo, photo_light=opts.photo_light,
+                        photo_eps=opts.photo_eps, eye_color=EYE_OPENING_COLOR if opts.photo_eyes else None,
+                        mouth_color=MOUTH_OPENING_COLOR if opts.photo_mouth else None)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -539,14 +608,10 @@ def _write_rig_files(rig: Rig, out: Path, blendshapes: bool = True) -> dict:
                                uvs=rig.uvs)
         files["blendshapes"] = out / "blendshapes"
     with atomic_open(out / "tracking.csv", "w") as fh:
-        fh.write("frame,source_frame,time,face_found,landmark_error_px,rx,ry,rz,tx_cm,ty_cm,tz_cm,"
-                 + ",".join(rig.names) + "\n")
+        fh.write(tracking_csv_header(rig.names))
         for t in range(len(rig.frames)):
-            e = rig.landmark_error[t]
-            fh.write(f"{t},{int(rig.frames[t])},{t / rig.fps:.4f},{int(rig.found[t])},"
-                     + ("" if not np.isfinite(e) else f"{e:.3f}") + ","
-                     + ",".join(f"{x:.5f}" for x in (*rig.rotations[t], *rig.translations[t])) + ","
-                     + ",".join(f"{x:.4f}" for x in rig.weights[t]) + "\n")
+            fh.write(tracking_csv_row(t, int(rig.frames[t]), t / rig.fps, bool(rig.found[t]), rig.landmark_error[t],
+                                      rig.rotations[t], rig.translations[t], rig.weights[t]))
     files["tracking"] = out / "tracking.csv"
     meta = {"frames": int(len(rig.frames)), "fps": rig.fps, "image_size": list(rig.image_size), "focal_px": rig.focal,
             "keyframes": [int(k) for k in rig.keyframes], "model": rig.model_name, "blendshapes": rig.names,
@@ -717,8 +782,7 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     from facerig.assets import asset_path
     from facerig.face import FaceDecoder
     from facerig.model import load_model
-    from facerig.rig.track import FrameTracker, jitter
-    from facerig.rig.transfer import deformation_transfer
+    from facerig.rig.track import jitter
     from facerig.video import VideoReader
 
     opts = options or RigOptions()
@@ -758,14 +822,7 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     # 4. personalised blendshapes
     t0 = time.perf_counter()
     dt = torch.float64 if opts.dtype == "float64" else torch.float32
-    with torch.no_grad():
-        idc = torch.as_tensor(ident["identity"], dtype=base.dtype, device=base.device)[None]
-        neutral = base.shape(idc)[0].double().cpu()
-        albedo = base.albedo(torch.as_tensor(ident["albedo"], dtype=base.dtype, device=base.device)[None])[0]
-        albedo = albedo.clamp(0, 1).double().cpu()
-    deltas = deformation_transfer(base.mean.double().cpu().numpy(), base.expression_basis.double().cpu().numpy(),
-                                  neutral.numpy(), base.faces.cpu().numpy())
-    pm = _personal_model(base.to(dtype=torch.float64, device="cpu"), neutral, torch.as_tensor(deltas), albedo)
+    pm, neutral, albedo, deltas = personalise(base, ident["identity"], ident["albedo"])
     pdec = FaceDecoder(pm, dtype=dt, device=device)
     timings["transfer"] = time.perf_counter() - t0
 
@@ -774,15 +831,7 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     crop = float(np.median(ident["crop_scale"]))
     from facerig.face import FitOptions
     sigma = FitOptions().sigma * crop / FitOptions().crop_size  # the fitter's landmark noise, in frame pixels
-    tracker = FrameTracker(pdec, (H, W), focal, sigma=sigma, w_expression=opts.w_expression,
-                           w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
-                           iterations=opts.iterations, w_sparse=opts.w_sparse,
-                           eye_weight=opts.eye_weight, lip_weight=opts.lip_weight,
-                           contour_weight=opts.contour_weight, shape_prior=opts.shape_prior,
-                           photo_size=opts.photo_size, photo_iterations=opts.photo_iterations, w_photo=opts.w_photo,
-                           w_landmarks_photo=opts.w_landmarks_photo, photo_light=opts.photo_light,
-                           photo_eps=opts.photo_eps, eye_color=EYE_OPENING_COLOR if opts.photo_eyes else None,
-                           mouth_color=MOUTH_OPENING_COLOR if opts.photo_mouth else None)
+    tracker = make_tracker(pdec, (H, W), focal, sigma, opts)
     Y, err, t_track, cpu_track, n_tracked = _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
                                                           cache)
     timings["tracking"] = t_track
