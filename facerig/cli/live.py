@@ -12,7 +12,8 @@ SOURCE: a camera index (default 0), a video file, a folder of frames or a URL Op
 app (52 ARKit columns + head yaw / pitch / roll) for Unreal / MetaHuman tools. ``--udp PORT`` and
 ``--ws PORT`` stream one JSON object per frame to 127.0.0.1 (STREAM_FORMAT).
 
-Window keys: q quit, m next overlay mode, r reset the tracker, s save a snapshot PNG.
+Window keys: q quit, m next overlay mode, r reset the tracker (and re-estimate the identity with
+``--identity online``), s save a snapshot PNG.
 Ctrl-C (or the end of a file) closes the recordings (complete, playable), prints a summary and
 exits 0. Exit 2: the source cannot be opened, or no face was found (nothing is written then).
 """
@@ -43,6 +44,11 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", default=None, help="record tracking.csv, overlay.mp4 and live.json into this folder")
     p.add_argument("--rig", default=None, metavar="DIR",
                    help="a `facerig rig` output folder: track with that person's personalised blendshapes")
+    p.add_argument("--identity", choices=("default", "online"), default="default",
+                   help="without --rig: the default face (default), or the person's identity estimated from the "
+                        "first seconds with a face and then frozen (key r re-estimates)")
+    p.add_argument("--identity-seconds", type=float, default=2.0, metavar="S",
+                   help="--identity online: seconds of frames it is estimated from (default 2)")
     p.add_argument("--headless", action="store_true", help="no window (default when there is no display)")
     p.add_argument("--udp", type=int, default=None, metavar="PORT", help="send per-frame JSON to 127.0.0.1:PORT")
     p.add_argument("--ws", type=int, default=None, metavar="PORT",
@@ -113,7 +119,8 @@ def run(args) -> int:
             raise UserError(f"{flag}: expected a port 1..65535, got {port}")
     try:
         opts = LiveOptions(realtime=args.realtime, fps=args.fps, photometric=args.photometric,
-                           latency_budget_ms=args.budget, smoothing=not args.no_smoothing, threads=args.threads)
+                           latency_budget_ms=args.budget, smoothing=not args.no_smoothing, threads=args.threads,
+                           identity=args.identity, identity_seconds=args.identity_seconds)
         lt = LiveTracker(args.source, opts, rig=args.rig)
     except (SourceError, ValueError) as err:
         raise UserError(str(err)) from None
@@ -124,7 +131,8 @@ def run(args) -> int:
     kind = lt.source.kind
     print(f"live: {kind} {args.source} {W}x{H} at {lt.fps:.3g} fps"
           + (" (real time)" if lt.source.realtime else " (every frame, as fast as possible)")
-          + (f"; rig {args.rig}" if args.rig else "; default face"))
+          + (f"; rig {args.rig}" if args.rig else ("; identity estimated online" if args.identity == "online"
+                                                     else "; default face")))
     out = None if args.out is None else Path(args.out)
     out_existed = out is not None and out.exists()
     rec = udp = ws = None
@@ -167,7 +175,7 @@ def run(args) -> int:
                         ws.send(msg)
                 n = len(lat)
                 fps_now = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
-                hud = {"fps": fps_now, "latency_ms": f.latency_ms, "dropped": f.dropped}
+                hud = {"fps": fps_now, "latency_ms": f.latency_ms, "dropped": f.dropped, "identity": lt.identity_state}
                 pic = None
                 if window or (rec is not None and rec.wants_overlay):
                     pic = lt.overlay(f, mode, hud)
@@ -226,8 +234,9 @@ def run(args) -> int:
         summ["processed_fps"] = (len(lat) - 1) / wall if wall > 0 else None
     summ.update({"source": str(args.source), "kind": kind, "source_fps": lt.fps, "size": [W, H],
                  "realtime": lt.source.realtime, "frames_read": lt.source.frames_read,
-                 "rig": args.rig, "photometric": args.photometric, "latency_budget_ms": args.budget,
+                 "rig": args.rig, "identity": lt.identity_state, "photometric": args.photometric, "latency_budget_ms": args.budget,
                  "names": lt.names})
+    summ.update({k: v for k, v in lt.stats.items() if k.startswith("identity")})
     files = rec.close(summ) if rec is not None else {}
     sfps = f"{summ['processed_fps']:.1f}" if summ.get("processed_fps") else "-"
     st = ", ".join(f"{k} {v:.1f}" for k, v in summ["stage_ms"].items())

@@ -55,6 +55,13 @@ class LiveOptions:
         threads: torch CPU threads of the solve (default 1).
         max_no_face_s: stop with :class:`facerig.face.NoFaceError` when no face was found in this
             many seconds of source time from the start (None: never; files are checked at their end).
+        identity: "default" (the default face) or "online": frames of the first ``identity_seconds``
+            with a face are collected, ``identity_keyframes`` diverse ones
+            (:func:`facerig.rig.select_keyframes`) fitted (:func:`facerig.face.fit_image`, a short
+            photometric schedule), their mean identity and albedo personalised
+            (:func:`facerig.rig.personalise`) and frozen; real-time sources fit in a background
+            thread (tracking goes on with the default face meanwhile), lossless ones in line.
+            :meth:`LiveTracker.reset_identity` starts a new estimate. Ignored with a rig.
     """
 
     realtime: bool | None = None
@@ -71,6 +78,9 @@ class LiveOptions:
     landmark_smoothing: bool = True
     threads: int = 1
     max_no_face_s: float | None = None
+    identity: str = "default"
+    identity_seconds: float = 2.0
+    identity_keyframes: int = 4
 
     def __post_init__(self):
         if self.photometric not in ("auto", "always", "off"):
@@ -83,6 +93,10 @@ class LiveOptions:
             raise ValueError(f"iterations: expected an int >= 1, got {self.iterations!r}")
         if not (self.min_cutoff > 0 and self.beta >= 0 and self.pose_min_cutoff > 0 and self.pose_beta >= 0):
             raise ValueError("min_cutoff and pose_min_cutoff must be > 0 Hz, beta and pose_beta >= 0")
+        if self.identity not in ("default", "online"):
+            raise ValueError(f"identity: expected 'default' or 'online', got {self.identity!r}")
+        if not self.identity_seconds > 0 or not (isinstance(self.identity_keyframes, int) and self.identity_keyframes >= 1):
+            raise ValueError("identity_seconds must be > 0 and identity_keyframes an int >= 1")
 
 
 @dataclass
@@ -294,7 +308,12 @@ class LiveTracker:
         self._tracker = None
         self._threads = opts.threads
         self.stats = {"frames": 0, "faces": 0, "photometric": 0, "dropped": 0}
-        self._closed = False
+        self._base = base
+        self.identity_state = "rig" if rig is not None else ("collecting" if opts.identity == "online" else "default")
+        self._samples: list = []
+        self._pending = None
+        self._id_thread: threading.Thread | None = None
+        self._id_generation = 0
 
     # ------------------------------------------------------------------ pieces
     def _make_tracker(self, points):
@@ -366,6 +385,13 @@ class LiveTracker:
                 if item[0] == "error":
                     raise item[1]
                 frame, face, lm_ms = item
+                if self._pending is not None:  # the online identity is ready: track with it from now on
+                    self.decoder, secs, nk = self._pending
+                    self._pending = None
+                    self._tracker = None
+                    self.identity_state = "frozen"
+                    self.stats["identity_s"] = round(secs, 2)
+                    self.stats["identity_keyframes"] = nk
                 stages = {"landmarks": lm_ms}
                 self.stats["frames"] += 1
                 found = face is not None
@@ -375,8 +401,8 @@ class LiveTracker:
                 code = None
                 if found:
                     pts = np.asarray(face.points[:468, :2], np.float64)
-                    if self._tracker is None:
-                        self._tracker = self._make_tracker(pts)
+                    if self._tracker is None:  # (re)made: the code layout may change, the temporal state restarts
+                        self._tracker, prev = self._make_tracker(pts), None
                     tr = self._tracker
                     c0 = time.thread_time()
                     y0 = prev if prev is not None else tr.initial_code()
@@ -408,6 +434,8 @@ class LiveTracker:
                     last = (np.clip(w, 0, 1), r, tt, yv[sl["sh"]].reshape(9, 3))
                     any_face = True
                     self.stats["faces"] += 1
+                    if self.identity_state == "collecting":
+                        self._collect(frame, pts)
                 else:
                     prev = None  # the temporal terms restart after a gap
                     if (opts.max_no_face_s is not None and not any_face and frame.t > opts.max_no_face_s):
@@ -424,9 +452,57 @@ class LiveTracker:
             slot.close()
             self.source.close()
             worker.join(timeout=5.0)
+            self._id_generation += 1  # a fit still running is not applied
+            if self._id_thread is not None:
+                self._id_thread.join(timeout=30.0)
             lm_tracker.close()
             self.stats["dropped"] = self.source.dropped + slot.dropped
             torch.set_num_threads(torch_threads)
+
+    # ------------------------------------------------------------------ online identity
+    def _collect(self, frame: Frame, pts: np.ndarray):
+        """Keep a sample of the first ``identity_seconds`` with a face; then fit (thread or in line)."""
+        o = self.options
+        if self._samples and frame.t - self._samples[-1][0] < o.identity_seconds / 12:
+            pass
+        else:
+            self._samples.append((frame.t, frame.rgb.copy(), pts.copy()))
+        if frame.t - self._samples[0][0] >= o.identity_seconds and len(self._samples) >= min(3, o.identity_keyframes):
+            samples, self._samples = self._samples, []
+            self.identity_state = "fitting"
+            gen = self._id_generation
+            if self.source.realtime:
+                self._id_thread = threading.Thread(target=self._fit_identity, args=(samples, gen), daemon=True,
+                                                   name="facerig-identity")
+                self._id_thread.start()
+            else:
+                self._fit_identity(samples, gen)
+
+    def _fit_identity(self, samples, generation):
+        """Mean identity and albedo of single-image fits of diverse samples -> a pending personalised decoder."""
+        import torch
+
+        from facerig.face import FaceDecoder, FitOptions, fit_image
+        from facerig.rig import personalise, select_keyframes
+
+        try:
+            t0 = time.perf_counter()
+            torch.set_num_threads(max(1, self._threads or 1))
+            pts = np.stack([p for _, _, p in samples])
+            keys = select_keyframes(pts, np.ones(len(samples), bool), self.options.identity_keyframes)
+            fopts = FitOptions(photo_schedule=((80, 4, 0.05), (120, 2, 0.0)), photo_subdivide=0)
+            dec = FaceDecoder(self._base)
+            codes = [fit_image(samples[k][1], dec, landmarks=samples[k][2], focal=self.focal, options=fopts).code
+                     for k in keys]
+            identity = torch.cat([c.identity for c in codes]).mean(0)
+            albedo = torch.cat([c.albedo for c in codes]).mean(0)
+            pm = personalise(self._base.to(dtype=torch.float64, device="cpu"), identity.double(), albedo.double())[0]
+            if generation == self._id_generation:
+                self._pending = (FaceDecoder(pm, dtype=self.dtype), time.perf_counter() - t0, len(keys))
+        except Exception as err:  # noqa: BLE001 - tracking goes on with the face it has
+            self.stats["identity_error"] = f"{type(err).__name__}: {err}"
+            if generation == self._id_generation:
+                self.identity_state = "default"
 
     def _warm_up(self, lm_tracker):
         """Start MediaPipe's graph (a blank frame) and run the solver once on the default face's own
@@ -463,8 +539,14 @@ class LiveTracker:
         return draw_overlay(self, live, mode, hud)
 
     def reset_identity(self):
-        """Forget the tracker (re-made at the next face, from that face's size) and the temporal state."""
+        """Re-make the tracker at the next face (from that face's size; the temporal state restarts);
+        with ``identity="online"`` also start a new identity estimate (the face in use stays until
+        the new one is ready)."""
         self._tracker = None
+        if self.options.identity == "online" and self.identity_state != "rig":
+            self._id_generation += 1
+            self._samples, self._pending = [], None
+            self.identity_state = "collecting"
 
 
 def track(source=0, options: LiveOptions | None = None, *, rig=None, **kwargs):

@@ -98,7 +98,8 @@ def draw_hud(img: np.ndarray, hud: dict, mode: str = "") -> np.ndarray:
     import cv2
 
     text = (f"{hud.get('fps', 0.0):.1f} fps  {hud.get('latency_ms', 0.0):.0f} ms  "
-            f"dropped {int(hud.get('dropped', 0))}  {mode}")
+            f"dropped {int(hud.get('dropped', 0))}  {mode}"
+            + (f"  identity: {hud['identity']}" if hud.get("identity") not in (None, "default", "rig", "frozen") else ""))
     scale = max(0.35, img.shape[0] / 900)
     cv2.putText(img, text, (6, int(16 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, text, (6, int(16 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), 1, cv2.LINE_AA)

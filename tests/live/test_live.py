@@ -306,3 +306,44 @@ def test_euler_angles_of_the_head_pose():
     m = frame([0.1, 0.2, 0.05]).message(NAMES)
     assert set(m) == {"type", "frame", "t", "face", "weights", "rotation", "translation", "yaw", "pitch", "roll",
                       "latency_ms"}
+
+
+# ------------------------------------------------------------------------------------------ identity
+def test_online_identity_is_estimated_then_frozen():
+    lt = LiveTracker(SAMPLE, LiveOptions(realtime=False, photometric="off", identity="online", identity_seconds=1.0,
+                                         identity_keyframes=1))
+    base_mean = lt.decoder.model.mean.clone()
+    states = [lt.identity_state for _ in lt.frames()]
+    assert states[0] == "collecting" and states[-1] == "frozen" and lt.stats["identity_keyframes"] == 1
+    assert lt.stats["faces"] == 48
+    m = lt.decoder.model
+    assert m.n_identity == 0  # the personalised model: identity folded into its mean
+    # a different neutral than the default face (cm), of a plausible size
+    d = (m.mean.double() - base_mean.double()).norm(dim=-1)
+    assert 0.05 < float(d.mean()) < 2.0
+
+
+def test_rig_folder_identity_round_trip(tmp_path):
+    """--rig: rig.json's identity and albedo give the personalised neutral base.shape(identity); focal
+    follows the source's size."""
+    import torch
+
+    from facerig.rig import personalise
+
+    base = load_model("default").to(dtype=torch.float64)
+    rng = np.random.default_rng(1)
+    ident = 0.5 * rng.normal(size=base.n_identity)
+    alb = 0.3 * rng.normal(size=base.n_albedo)
+    meta = {"identity": ident.tolist(), "albedo": alb.tolist(), "focal_px": 1000.0, "image_size": [576, 576],
+            "model": "default"}
+    (tmp_path / "rig.json").write_text(json.dumps(meta))
+    lt = LiveTracker(SAMPLE, LiveOptions(realtime=False), rig=tmp_path)
+    assert lt.identity_state == "rig" and lt.focal == pytest.approx(500.0)  # 288 px frames: half the size
+    with torch.no_grad():
+        neutral = base.shape(torch.as_tensor(ident)[None])[0]
+    np.testing.assert_allclose(lt.decoder.model.mean.double().numpy(), neutral.numpy(), atol=1e-4)
+    pm = personalise(base, ident, alb)[0]
+    np.testing.assert_allclose(lt.decoder.model.expression_basis.double().numpy(),
+                               pm.expression_basis.numpy(), atol=1e-4)
+    with pytest.raises(SourceError, match="facerig rig"):
+        LiveTracker(SAMPLE, rig=tmp_path / "nothing")
