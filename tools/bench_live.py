@@ -8,7 +8,9 @@ newest frame; frames the tracker misses are dropped) at its own size and upscale
 (written once as an mp4v file, then played the same way). Variants per size: the default
 ``--photometric auto`` (the photometric step when the frame stays inside the 50 ms latency budget),
 ``always`` (the photometric step on every processed frame) and, at the native size, ``auto`` with
-the person's rig (``--rig``: the identity of an offline ``facerig rig`` of the same clip).
+the person's rig (``--rig``: the identity of an offline ``facerig rig`` of the same clip) and
+``fast`` (``--fast``: every frame handed over, none dropped, the photometric step on each: the
+processing capacity).
 
 Printed per run: processed frames/s (steady state: frames after the first / time from the first
 output to the last), dropped frames (% of the frames the source delivered), latency capture ->
@@ -106,10 +108,10 @@ def reencode(video: Path, n: int, size, path: Path) -> Path:
     return path
 
 
-def live_run(video: Path, photometric: str, rig=None):
+def live_run(video: Path, photometric: str, rig=None, realtime: bool = True):
     from facerig.live import LiveOptions, LiveTracker
 
-    lt = LiveTracker(video, LiveOptions(realtime=True, photometric=photometric), rig=rig)
+    lt = LiveTracker(video, LiveOptions(realtime=realtime, photometric=photometric), rig=rig)
     idx, W, lat, stages, outs = [], [], [], [], []
     for f in lt.frames():
         outs.append(time.perf_counter())
@@ -161,7 +163,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds of each clip (default 30)")
     ap.add_argument("--clips", default="cap12_edit,franck,carphone_pristine")
-    ap.add_argument("--variants", default="auto,always,rig", help="comma list of auto, always, rig")
+    ap.add_argument("--variants", default="auto,always,rig,fast",
+                    help="comma list of auto, always, rig (auto with the offline rig's identity), fast (every "
+                         "frame, as fast as possible, photometric step on each: the capacity)")
     ap.add_argument("--no-upscale", action="store_true", help="native sizes only")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="cap12 only, 10 s")
@@ -200,10 +204,11 @@ def main() -> int:
                 sources.append(("640x480", reencode(video, n, (640, 480), Path(tmp) / f"{clip}_640.mp4")))
             for label, src in sources:
                 for var in variants:
-                    if var == "rig" and label != "native":
+                    if var in ("rig", "fast") and label != "native":
                         continue
-                    photo = "auto" if var == "rig" else var
-                    res, idx, W, names = live_run(src, photo, rig=rig_dir if var == "rig" else None)
+                    photo = {"rig": "auto", "fast": "always"}.get(var, var)
+                    res, idx, W, names = live_run(src, photo, rig=rig_dir if var == "rig" else None,
+                                                  realtime=var != "fast")
                     res.update(clip=clip, source=label, variant=var)
                     if mp_w is not None:
                         res["mediapipe"] = correlations(idx, W, names, mp_w, mp_names, 0.05)
@@ -255,7 +260,8 @@ def print_table(rows):
                 return "-"
             return (", ".join(f"{c[s]:.2f}" for s in SHAPES) + f", {c['moving']:.2f} ({c['n_moving']})")
 
-        var = {"auto": "auto", "always": "every frame", "rig": "auto, --rig"}[r["variant"]]
+        var = {"auto": "auto", "always": "every frame", "rig": "auto, --rig",
+               "fast": "every frame, --fast"}[r["variant"]]
         print(f"| {r['clip']} | {r['size']}, {r['fps_source']:.0f} | {var} | {r['processed_fps']:.1f} | "
               f"{r['dropped']} ({r['dropped_pct']:.0f} %) | {r['p50']:.0f} / {r['p95']:.0f} | {r['drift']:+.0f} | {sm} | "
               f"{r['photo_pct']:.0f} | {cs(r.get('mediapipe'))} | {cs(r.get('rig'))} |")

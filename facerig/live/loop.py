@@ -43,8 +43,9 @@ class LiveOptions:
             streams are always real time.
         fps: source frame-rate override (folders default to 30).
         photometric: "auto" (default): the rig tracker's photometric step when the frame's
-            latency stays within ``latency_budget_ms`` (estimated from the step's measured cost);
-            "always"; "off".
+            latency stays within ``latency_budget_ms`` (estimated from the step's measured cost)
+            and no newer frame is waiting; on every frame of a lossless source (``realtime=False``:
+            no real-time budget); "always"; "off".
         latency_budget_ms: capture-to-output budget of the "auto" photometric step (ms).
         photo_size: side (px) of the photometric step's face crop.
         iterations: Levenberg-Marquardt iterations of the landmark solve per frame.
@@ -525,8 +526,8 @@ class LiveTracker:
     def _photo_fits(self, frame: Frame, photo_ms, slot: _Slot) -> bool:
         """"auto": run the photometric step unless a newer frame is already waiting (we are behind)
         or the frame would then leave later than the latency budget."""
-        if photo_ms is None:
-            return True  # measure it once
+        if photo_ms is None or not self.source.realtime:
+            return True  # measure it once; a lossless source has no real-time budget
         if self.source.realtime and slot.pending():
             return False
         elapsed = 1000 * (time.perf_counter() - frame.captured)
