@@ -17,7 +17,8 @@ output to the last), dropped frames (% of the frames the source delivered), late
 weights out p50 / p95 (ms), the latency's drift (median of the last third minus the first third:
 a growing backlog would show here), per-stage ms (landmarks: MediaPipe wall time in its thread;
 solve, light, photometric: CPU time of the solving thread), the fraction of frames with the
-photometric step; and the Pearson correlation of the weights over the processed frames with
+photometric step, the process's CPU time per processed frame (all threads: decoding, MediaPipe,
+the solve; warm-up included) and the cores it kept busy (CPU s / wall s); and the Pearson correlation of the weights over the processed frames with
 
 * MediaPipe Face Landmarker's blendshapes (``../shared/data/mediapipe/face_landmarker_v2.task``,
   video mode, every frame) for jawOpen, eyeBlink L/R, mouthSmile L/R and the mean over the shapes
@@ -113,12 +114,14 @@ def live_run(video: Path, photometric: str, rig=None, realtime: bool = True):
 
     lt = LiveTracker(video, LiveOptions(realtime=realtime, photometric=photometric), rig=rig)
     idx, W, lat, stages, outs = [], [], [], [], []
+    c0, w0 = time.process_time(), time.perf_counter()
     for f in lt.frames():
         outs.append(time.perf_counter())
         idx.append(f.index)
         W.append(f.weights if f.found else np.full(len(lt.names), np.nan))
         lat.append(f.latency_ms)
         stages.append(f.stages_ms)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     n = len(idx)
     lat = np.asarray(lat)
     third = max(1, n // 3)
@@ -129,6 +132,7 @@ def live_run(video: Path, photometric: str, rig=None, realtime: bool = True):
         "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
         "drift": float(np.median(lat[-third:]) - np.median(lat[:third])),
         "photo_pct": 100.0 * lt.stats["photometric"] / max(1, n),
+        "cpu_ms_per_frame": 1000.0 * cpu / max(1, n), "cores_used": cpu / wall if wall > 0 else float("nan"),
         "stage_ms": {k: float(np.median([s[k] for s in stages if k in s])) for k in
                      ("landmarks", "solve", "light", "photometric") if any(k in s for s in stages)},
     }
@@ -248,9 +252,9 @@ def plot(path, idx, W, names, mp_w, mp_names, rig_w, res):
 def print_table(rows):
     print()
     print("| clip | size, fps | photometric | processed fps | dropped | latency p50 / p95 ms | drift ms | "
-          "landmarks / solve / light / photo ms | photo % | r MediaPipe jaw, blink L/R, smile L/R, moving | "
+          "landmarks / solve / light / photo ms | photo % | CPU ms/frame, cores | r MediaPipe jaw, blink L/R, smile L/R, moving | "
           "r offline rig jaw, blink L/R, smile L/R, moving |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         st = r["stage_ms"]
         sm = " / ".join(f"{st[k]:.1f}" if k in st else "-" for k in ("landmarks", "solve", "light", "photometric"))
@@ -264,7 +268,8 @@ def print_table(rows):
                "fast": "every frame, --fast"}[r["variant"]]
         print(f"| {r['clip']} | {r['size']}, {r['fps_source']:.0f} | {var} | {r['processed_fps']:.1f} | "
               f"{r['dropped']} ({r['dropped_pct']:.0f} %) | {r['p50']:.0f} / {r['p95']:.0f} | {r['drift']:+.0f} | {sm} | "
-              f"{r['photo_pct']:.0f} | {cs(r.get('mediapipe'))} | {cs(r.get('rig'))} |")
+              f"{r['photo_pct']:.0f} | {r.get('cpu_ms_per_frame', float('nan')):.0f}, {r.get('cores_used', float('nan')):.2f} | "
+              f"{cs(r.get('mediapipe'))} | {cs(r.get('rig'))} |")
 
 
 if __name__ == "__main__":
