@@ -369,9 +369,6 @@ class LiveTracker:
         lm_tracker = LandmarkTracker(max_faces=1, refine=True, smoothing=opts.landmark_smoothing, fps=self.fps)
         worker = threading.Thread(target=self._landmark_stage, args=(slot, lm_tracker), daemon=True,
                                   name="facerig-landmarks")
-        self._warm_up(lm_tracker)
-        self.source.start()  # the source's clock starts after the warm-up
-        worker.start()
         filt = CodeFilter(opts.min_cutoff, opts.beta, opts.pose_min_cutoff, opts.pose_beta)
         K = len(self.names)
         prev = None
@@ -379,6 +376,9 @@ class LiveTracker:
         photo_ms = None  # running estimate of the photometric step's cost
         any_face = False
         try:
+            self._warm_up(lm_tracker)
+            self.source.start()  # the source's clock starts after the warm-up
+            worker.start()
             while True:
                 item = slot.get()
                 if item is None or item[0] is _END:
@@ -452,7 +452,8 @@ class LiveTracker:
         finally:
             slot.close()
             self.source.close()
-            worker.join(timeout=5.0)
+            if worker.ident is not None:
+                worker.join(timeout=5.0)
             self._id_generation += 1  # a fit still running is not applied
             if self._id_thread is not None:
                 self._id_thread.join(timeout=30.0)
@@ -464,9 +465,7 @@ class LiveTracker:
     def _collect(self, frame: Frame, pts: np.ndarray):
         """Keep a sample of the first ``identity_seconds`` with a face; then fit (thread or in line)."""
         o = self.options
-        if self._samples and frame.t - self._samples[-1][0] < o.identity_seconds / 12:
-            pass
-        else:
+        if not self._samples or frame.t - self._samples[-1][0] >= o.identity_seconds / 12:  # about 12 samples
             self._samples.append((frame.t, frame.rgb.copy(), pts.copy()))
         if frame.t - self._samples[0][0] >= o.identity_seconds and len(self._samples) >= min(3, o.identity_keyframes):
             samples, self._samples = self._samples, []
