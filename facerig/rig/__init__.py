@@ -11,11 +11,13 @@
 """
 
 from facerig.rig.correctives import corrective_shapes
-from facerig.rig.pipeline import SAMPLE_VIDEO, Rig, RigOptions, build_rig
+from facerig.rig.pipeline import (SAMPLE_VIDEO, TRACKING_COLUMNS, Rig, RigOptions, build_rig, make_tracker,
+                                   personalise, tracking_csv_header, tracking_csv_row)
 from facerig.rig.synthetic import performance_curves, render_talking_head
 from facerig.rig.track import FrameTracker, jitter, select_keyframes
 from facerig.rig.transfer import deformation_transfer
 
-__all__ = ["build_rig", "Rig", "RigOptions", "SAMPLE_VIDEO", "deformation_transfer", "corrective_shapes",
+__all__ = ["build_rig", "Rig", "RigOptions", "SAMPLE_VIDEO", "TRACKING_COLUMNS", "tracking_csv_header", "tracking_csv_row",
+           "personalise", "make_tracker", "deformation_transfer", "corrective_shapes",
            "FrameTracker", "jitter",
            "select_keyframes", "performance_curves", "render_talking_head"]

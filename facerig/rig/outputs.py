@@ -18,13 +18,36 @@ from facerig.model import camera_pose_to_model, export_blendshapes_obj, export_r
 from facerig.render import axis_angle_to_matrix, render_mesh
 from facerig.video import VideoWriter
 
-__all__ = ["write_rig_files", "write_preview", "write_report", "frame_progress"]
+__all__ = ["write_rig_files", "write_preview", "write_report", "frame_progress", "TRACKING_COLUMNS", "tracking_csv_header",
+           "tracking_csv_row"]
 
 
 def frame_progress(total, desc, enabled):
     """A tqdm bar counting frames (``disable``d when not ``enabled``)."""
     return tqdm(total=total or None, desc=desc, unit="frame", disable=not enabled, leave=True,
                 dynamic_ncols=True, mininterval=0.5)
+
+
+TRACKING_COLUMNS = ("frame", "source_frame", "time", "face_found", "landmark_error_px", "rx", "ry", "rz",
+                    "tx_cm", "ty_cm", "tz_cm")
+"""The leading columns of tracking.csv (then one column per blendshape name)."""
+
+
+def tracking_csv_header(names) -> str:
+    """The header line of tracking.csv (with its newline): :data:`TRACKING_COLUMNS` then ``names``."""
+    return ",".join(TRACKING_COLUMNS) + "," + ",".join(names) + "\n"
+
+
+def tracking_csv_row(frame: int, source_frame: int, time_s: float, found: bool, error_px, rotation, translation,
+                     weights) -> str:
+    """One line of tracking.csv (with its newline): output frame number, source frame number, time
+    (s), face found (0/1), mean landmark error (px; empty when not finite), head rotation (3,)
+    axis-angle radians and translation (3,) cm (camera frame), then the blendshape weights."""
+    e = float(error_px) if error_px is not None else float("nan")
+    return (f"{int(frame)},{int(source_frame)},{float(time_s):.4f},{int(bool(found))},"
+            + ("" if not np.isfinite(e) else f"{e:.3f}") + ","
+            + ",".join(f"{float(x):.5f}" for x in (*rotation, *translation)) + ","
+            + ",".join(f"{float(x):.4f}" for x in weights) + "\n")
 
 
 def write_rig_files(rig, out: Path, blendshapes: bool = True) -> dict:
@@ -49,14 +72,10 @@ def write_rig_files(rig, out: Path, blendshapes: bool = True) -> dict:
                                uvs=rig.uvs)
         files["blendshapes"] = out / "blendshapes"
     with atomic_open(out / "tracking.csv", "w") as fh:
-        fh.write("frame,source_frame,time,face_found,landmark_error_px,rx,ry,rz,tx_cm,ty_cm,tz_cm,"
-                 + ",".join(rig.names) + "\n")
+        fh.write(tracking_csv_header(rig.names))
         for t in range(len(rig.frames)):
-            e = rig.landmark_error[t]
-            fh.write(f"{t},{int(rig.frames[t])},{t / rig.fps:.4f},{int(rig.found[t])},"
-                     + ("" if not np.isfinite(e) else f"{e:.3f}") + ","
-                     + ",".join(f"{x:.5f}" for x in (*rig.rotations[t], *rig.translations[t])) + ","
-                     + ",".join(f"{x:.4f}" for x in rig.weights[t]) + "\n")
+            fh.write(tracking_csv_row(t, int(rig.frames[t]), t / rig.fps, bool(rig.found[t]), rig.landmark_error[t],
+                                      rig.rotations[t], rig.translations[t], rig.weights[t]))
     files["tracking"] = out / "tracking.csv"
     meta = {"frames": int(len(rig.frames)), "fps": rig.fps, "image_size": list(rig.image_size), "focal_px": rig.focal,
             "keyframes": [int(k) for k in rig.keyframes], "model": rig.model_name, "blendshapes": rig.names,

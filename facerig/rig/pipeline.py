@@ -39,14 +39,16 @@ from facerig.io import atomic_path
 from facerig.landmarks import LandmarkTracker
 from facerig.model import FaceModel, GraphicCode, load_model
 from facerig.rig.correctives import corrective_shapes
-from facerig.rig.outputs import frame_progress, write_preview, write_report, write_rig_files
+from facerig.rig.outputs import (TRACKING_COLUMNS, frame_progress, tracking_csv_header, tracking_csv_row, write_preview,
+                                 write_report, write_rig_files)
 from facerig.rig.texture import TextureBuilder
 from facerig.rig.track import (EYE_OPENING_COLOR, LANDMARK_SHAPE_PRIOR, MOUTH_OPENING_COLOR, FrameTracker, jitter,
                                select_keyframes, smooth_tracks)
 from facerig.rig.transfer import deformation_transfer
 from facerig.video import VideoError, VideoReader
 
-__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT"]
+__all__ = ["RigOptions", "Rig", "build_rig", "SAMPLE_VIDEO", "KEYFRAME_FIT", "TRACKING_COLUMNS", "tracking_csv_header",
+           "tracking_csv_row", "personalise", "make_tracker"]
 
 SAMPLE_VIDEO = "sample_face.mp4"
 KEYFRAME_FIT = FitOptions(crop_size=224, photo_subdivide=1, photo_subdivide_min_size=120, w_identity_lm=1.0,
@@ -255,6 +257,52 @@ class Rig:
     def save(self, out, *, blendshapes: bool = True) -> dict:
         """Write rig.glb, blendshapes/*.obj, texture.png, tracking.csv and rig.json into ``out``."""
         return write_rig_files(self, Path(out), blendshapes=blendshapes)
+
+
+# ------------------------------------------------------------------------------------------ public pieces
+def personalise(base, identity, albedo):
+    """The personalised model of identity and albedo coefficients of a generic model.
+
+    Args:
+        base: the generic :class:`~facerig.model.FaceModel` (e.g. ``load_model("default")``).
+        identity: (K_id,) identity coefficients; albedo: (K_alb,) albedo coefficients (e.g. a
+            rig's ``identity`` / ``albedo_coeffs``, rig.json's "identity" / "albedo").
+
+    Returns:
+        ``(model, neutral, albedo, deltas)``: the personalised float64 CPU model (mean = the
+        person's neutral, expression basis = the generic blendshapes carried onto it by
+        :func:`facerig.rig.transfer.deformation_transfer`, per-vertex albedo), the (V, 3) neutral
+        and (V, 3) albedo (float64 tensors, cm and [0, 1]) and the (K, V, 3) deltas (NumPy, cm).
+    """
+    from facerig.rig.transfer import deformation_transfer
+
+    with torch.no_grad():
+        idc = torch.as_tensor(np.asarray(identity), dtype=base.dtype, device=base.device)[None]
+        neutral = base.shape(idc)[0].double().cpu()
+        alb = base.albedo(torch.as_tensor(np.asarray(albedo), dtype=base.dtype, device=base.device)[None])[0]
+        alb = alb.clamp(0, 1).double().cpu()
+    deltas = deformation_transfer(base.mean.double().cpu().numpy(), base.expression_basis.double().cpu().numpy(),
+                                  neutral.numpy(), base.faces.cpu().numpy())
+    pm = _personal_model(base.to(dtype=torch.float64, device="cpu"), neutral, torch.as_tensor(deltas), alb)
+    return pm, neutral, alb, deltas
+
+
+def make_tracker(decoder, image_size, focal: float, sigma: float, options: RigOptions | None = None):
+    """The :class:`facerig.rig.track.FrameTracker` :func:`build_rig` tracks with, set from
+    :class:`RigOptions` (``decoder``: the personalised model's :class:`~facerig.face.FaceDecoder`;
+    ``image_size`` (H, W) px; ``focal`` px; ``sigma`` landmark noise in frame pixels)."""
+    from facerig.rig.track import FrameTracker
+
+    opts = options or RigOptions()
+    return FrameTracker(decoder, image_size, focal, sigma=sigma, w_expression=opts.w_expression,
+                        w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
+                        iterations=opts.iterations, w_sparse=opts.w_sparse,
+                        eye_weight=opts.eye_weight, lip_weight=opts.lip_weight,
+                        contour_weight=opts.contour_weight, shape_prior=opts.shape_prior,
+                        photo_size=opts.photo_size, photo_iterations=opts.photo_iterations, w_photo=opts.w_photo,
+                        w_landmarks_photo=opts.w_landmarks_photo, photo_light=opts.photo_light,
+                        photo_eps=opts.photo_eps, eye_color=EYE_OPENING_COLOR if opts.photo_eyes else None,
+                        mouth_color=MOUTH_OPENING_COLOR if opts.photo_mouth else None)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -576,14 +624,7 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     # 4. personalised blendshapes
     t0 = time.perf_counter()
     dt = torch.float64 if opts.dtype == "float64" else torch.float32
-    with torch.no_grad():
-        idc = torch.as_tensor(ident["identity"], dtype=base.dtype, device=base.device)[None]
-        neutral = base.shape(idc)[0].double().cpu()
-        albedo = base.albedo(torch.as_tensor(ident["albedo"], dtype=base.dtype, device=base.device)[None])[0]
-        albedo = albedo.clamp(0, 1).double().cpu()
-    deltas = deformation_transfer(base.mean.double().cpu().numpy(), base.expression_basis.double().cpu().numpy(),
-                                  neutral.numpy(), base.faces.cpu().numpy())
-    pm = _personal_model(base.to(dtype=torch.float64, device="cpu"), neutral, torch.as_tensor(deltas), albedo)
+    pm, neutral, albedo, deltas = personalise(base, ident["identity"], ident["albedo"])
     pdec = FaceDecoder(pm, dtype=dt, device=device)
     timings["transfer"] = time.perf_counter() - t0
 
@@ -591,15 +632,7 @@ def build_rig(video=None, out=None, *, model="default", start: int = 0, stop: in
     focal = float(ident["focal"])
     crop = float(np.median(ident["crop_scale"]))
     sigma = FitOptions().sigma * crop / FitOptions().crop_size  # the fitter's landmark noise, in frame pixels
-    tracker = FrameTracker(pdec, (H, W), focal, sigma=sigma, w_expression=opts.w_expression,
-                           w_temporal=opts.w_temporal, temporal_scales=opts.temporal_scales,
-                           iterations=opts.iterations, w_sparse=opts.w_sparse,
-                           eye_weight=opts.eye_weight, lip_weight=opts.lip_weight,
-                           contour_weight=opts.contour_weight, shape_prior=opts.shape_prior,
-                           photo_size=opts.photo_size, photo_iterations=opts.photo_iterations, w_photo=opts.w_photo,
-                           w_landmarks_photo=opts.w_landmarks_photo, photo_light=opts.photo_light,
-                           photo_eps=opts.photo_eps, eye_color=EYE_OPENING_COLOR if opts.photo_eyes else None,
-                           mouth_color=MOUTH_OPENING_COLOR if opts.photo_mouth else None)
+    tracker = make_tracker(pdec, (H, W), focal, sigma, opts)
     Y, err, t_track, cpu_track, n_tracked = _track_frames(reader, points, found, frames, ident, tracker, opts, progress,
                                                           cache)
     timings["tracking"] = t_track
