@@ -427,7 +427,8 @@ class AlphaNorm(Term):
         self.alpha, self.scale, self.center, self.normalize = float(alpha), float(scale), center, normalize
 
     def forward(self, x: Tensor | None, y: Tensor) -> Tensor:
-        return alpha_norm(y, self.alpha, self.scale, self.center, self.normalize)
+        c = self.center.to(y) if isinstance(self.center, Tensor) else self.center  # follows y's dtype/device
+        return alpha_norm(y, self.alpha, self.scale, c, self.normalize)
 
 
 class TVBeta(Term):
