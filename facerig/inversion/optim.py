@@ -139,14 +139,10 @@ def invert(
     steps: int = 200,
     lr: float = 0.03,
     solver: str = "adam",
-    lam_alpha: float = 1e-3,
-    lam_tv: float = 1e-3,
-    alpha: float = 6.0,
-    beta: float = 2.0,
-    jitter: int = 0,
     seed: int = 0,
     progress: bool = False,
     callback=None,
+    **energy_kwargs,
 ) -> Inversion:
     """Invert features by minimising :func:`inversion_energy` with the core's solvers.
 
@@ -155,7 +151,9 @@ def invert(
         target: ``phi_0``, the features to match, as ``features`` returns them (batch ``B``).
         size: ``(H, W)`` of the image to find, when ``init`` is not given.
         init: ``(B, H, W, 3)`` start (default: mid-grey 0.5 plus a little seeded noise, 0.01).
-        prior, lam_alpha, lam_tv, alpha, beta, jitter, seed: see :func:`inversion_energy`.
+        prior, seed: see :func:`inversion_energy` (``seed`` also seeds the default start's noise).
+        **energy_kwargs: the other arguments of :func:`inversion_energy` (``lam_alpha``, ``lam_tv``,
+            ``alpha``, ``beta``, ``jitter``, ``pixel_norm``, ``center``).
         steps: solver iterations (the default budget: 200 Adam steps).
         lr: step size (Adam learning rate; L-BFGS initial step is 1).
         solver: ``"adam"`` (:func:`~facerig.energy.minimize_adam`, one energy evaluation per step)
@@ -179,8 +177,7 @@ def invert(
         init = init.to(dtype=ref.dtype if ref.is_floating_point() else torch.float32, device=ref.device)
     elif init.dim() != 4 or init.shape[-1] != 3:
         raise ValueError(f"init: expected (B, H, W, 3) images, got shape {tuple(init.shape)}")
-    energy = inversion_energy(features, prior=prior, lam_alpha=lam_alpha, lam_tv=lam_tv, alpha=alpha, beta=beta,
-                              jitter=jitter, seed=seed)
+    energy = inversion_energy(features, prior=prior, seed=seed, **energy_kwargs)
 
     def f(y):
         return energy(tgt, y)
@@ -197,8 +194,7 @@ def invert(
                              callback=callback)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     err = feature_error(features, res.x, tgt)
-    info = dict(prior=prior, steps=steps, lr=lr, solver=solver, lam_alpha=lam_alpha, lam_tv=lam_tv, alpha=alpha,
-                beta=beta, jitter=jitter)
+    info = dict(prior=prior, steps=steps, lr=lr, solver=solver, **energy_kwargs)
     return Inversion(res.x, err, seconds, "opt", res, info, cpu)
 
 
