@@ -47,17 +47,18 @@ def main() -> None:
     ap.add_argument("--figure", default=None, help="write the grid of the first image here (.jpg/.png)")
     ap.add_argument("--json", default=None, help="write every record's numbers here")
     ap.add_argument("--previous", default=None,
-                    help="a --json file of an earlier run whose records (other methods) join the table")
+                    help="comma-separated --json files of earlier runs whose records (other methods) join the table; "
+                         "with --methods '' only the table is printed")
     ap.add_argument("--encoder", action="store_true", help="also invert facerig's default encoder on the astronaut's face")
     ap.add_argument("--encoder-figure", default=None, help="write that inversion's figure here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    layers, methods = args.layers.split(","), args.methods.split(",")
+    layers, methods = args.layers.split(","), [m for m in args.methods.split(",") if m]
     inverse = load_learned_inverse() if any(m in ("learned", "hybrid") for m in methods) else None
     vggs = {n: VGG16Features(layers=(n,)) for n in layers}
     all_records = []
     t0 = time.perf_counter()
-    for k, name in enumerate(args.images.split(",")):
+    for k, name in enumerate(args.images.split(",") if methods else []):
         image = resize_image(load_photo(name), args.size)
         recs = run_inversions(lambda n: vggs[n], image, layers, methods, inverse=inverse, steps=args.steps,
                               hybrid_steps=args.hybrid_steps, log=lambda s, name=name: print(f"{name:10s} {s}", flush=True))
@@ -68,10 +69,12 @@ def main() -> None:
     if args.previous:
         from types import SimpleNamespace
 
-        prev = json.loads(open(args.previous).read())
+        prev = [d for f in args.previous.split(",") for d in json.loads(open(f).read())]
         have = {(n, r.layer, r.method) for n, r in all_records}
-        all_records += [(d["image"], SimpleNamespace(**{k: v for k, v in d.items() if k != "image"}))
-                        for d in prev if (d["image"], d["layer"], d["method"]) not in have]
+        for d in prev:  # this run's records first, then the files in the order given
+            if (d["image"], d["layer"], d["method"]) not in have:
+                have.add((d["image"], d["layer"], d["method"]))
+                all_records.append((d["image"], SimpleNamespace(**{k: v for k, v in d.items() if k != "image"})))
         methods = list(dict.fromkeys(list(methods) + [d["method"] for d in prev]))
         methods = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
     n_img = len(args.images.split(","))
