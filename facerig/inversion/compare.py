@@ -135,7 +135,7 @@ def save_grid(records: list[Record], original: Tensor, path: str | os.PathLike, 
                 ax.axis("off")
                 continue
             ax.imshow(r.image.clamp(0, 1).numpy())
-            ax.set_xlabel(f"err {r.feature_error:.3f} · {r.seconds:.2g} s", fontsize=7)
+            ax.set_xlabel(f"err {r.feature_error:.3f} · {r.seconds:.3g} s", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
