@@ -7,7 +7,8 @@ inputs' device and dtype (float32 by default, float64 for gradient checks):
 
 * :mod:`~facerig.energy.terms`     data terms (squared L2, Huber, Charbonnier) with weights and
   masks; priors (Tikhonov with per-coordinate scales, L1, total variation, Gram matrix);
-  :class:`WeightedSum` reports every term;
+  :class:`WeightedSum` reports every term; Mahendran & Vedaldi's normalised feature loss (any
+  feature map, with jitter), alpha-norm and TV^beta priors;
 * :mod:`~facerig.energy.prox`      proximal operators (L1, TV) and projections (box, fixed values);
 * :mod:`~facerig.energy.solvers`   ISTA / FISTA (backtracking, monotone), Adam, L-BFGS,
   Gauss-Newton / Levenberg-Marquardt, each returning a :class:`SolverResult`;
@@ -37,6 +38,9 @@ from facerig.energy.solvers import (
 )
 from facerig.energy.terms import (
     L1,
+    AlphaNorm,
+    FeatureLoss,
+    TVBeta,
     CharbonnierData,
     GramTerm,
     HuberData,
@@ -53,12 +57,21 @@ from facerig.energy.terms import (
     squared_l2,
     tikhonov,
     total_variation,
+    alpha_norm,
+    feature_loss,
+    tv_beta,
 )
 from facerig.energy.training import Problem, TrainResult, load_checkpoint, lr_factor, save_checkpoint, train
 from facerig.energy.unroll import DirectCNN, ProxGradLayer, TVPrimalDualLayer, Unrolled, tv_unrolled
 
 __all__ = [
     "L1",
+    "AlphaNorm",
+    "FeatureLoss",
+    "TVBeta",
+    "alpha_norm",
+    "feature_loss",
+    "tv_beta",
     "CharbonnierData",
     "DirectCNN",
     "GramTerm",

@@ -457,7 +457,7 @@ def power_iteration(
 
 
 def _run_torch_optim(energy, y0, opt_factory, max_iter, tol, patience, project, callback, progress,
-                     history_every, desc, closure_based) -> SolverResult:
+                     history_every, desc, closure_based, reeval: bool = True) -> SolverResult:
     y = _check_start(y0).requires_grad_(True)
     check_positive_int(max_iter, "max_iter")
     check_nonneg(tol, "tol")
@@ -472,11 +472,14 @@ def _run_torch_optim(energy, y0, opt_factory, max_iter, tol, patience, project, 
     bar = _progress(progress, max_iter, desc)
     last = None
 
+    step_energy = [None]
+
     def closure():
         opt.zero_grad(set_to_none=True)
         e = _energy_vector(energy(y), B)
         total = e.sum()
         total.backward()
+        step_energy[0] = e.detach()
         return total
 
     k = 0
@@ -490,8 +493,11 @@ def _run_torch_optim(energy, y0, opt_factory, max_iter, tol, patience, project, 
         if project is not None:
             with torch.no_grad():
                 y.copy_(project(y))
-        with torch.no_grad():
-            e = _energy_vector(energy(y), B).detach()
+        if reeval or closure_based:
+            with torch.no_grad():
+                e = _energy_vector(energy(y), B).detach()
+        else:  # the energy at the point the step started from (no extra evaluation)
+            e = step_energy[0]
         total = float(e.sum())
         last = e
         if not math.isfinite(total):
@@ -530,6 +536,7 @@ def minimize_adam(
     callback: Callable[[int, Tensor, Tensor], bool | None] | None = None,
     history_every: int = 1,
     progress: bool = False,
+    reeval: bool = True,
     **adam_kwargs,
 ) -> SolverResult:
     """Minimise ``energy(y)`` with Adam (gradient by autograd), batched.
@@ -545,13 +552,17 @@ def minimize_adam(
         callback: ``callback(k, y, energy)`` after iteration ``k``; returning ``True`` stops.
         history_every: record the total energy every this many iterations.
         progress: show a tqdm progress bar.
+        reeval: evaluate the energy again after each step for the history, ``tol`` and the callback
+            (default). ``False`` reports the energy computed for the step instead, the energy at the
+            point the step started from (one iteration late): it saves one energy evaluation per
+            iteration, for expensive or stochastic energies (e.g. a CNN feature loss with jitter).
 
     Returns:
         :class:`SolverResult` with ``extra["energy"]`` the last per-sample energies.
     """
     check_nonneg(lr, "lr", strict=True)
     return _run_torch_optim(energy, y0, lambda ps: torch.optim.Adam(ps, lr=lr, **adam_kwargs), max_iter, tol,
-                            patience, project, callback, progress, history_every, "adam", False)
+                            patience, project, callback, progress, history_every, "adam", False, reeval)
 
 
 def minimize_lbfgs(

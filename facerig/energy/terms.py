@@ -31,6 +31,9 @@ __all__ = [
     "total_variation",
     "gram_matrix",
     "gram_loss",
+    "alpha_norm",
+    "tv_beta",
+    "feature_loss",
     "Term",
     "L2Data",
     "HuberData",
@@ -39,6 +42,9 @@ __all__ = [
     "L1",
     "TotalVariation",
     "GramTerm",
+    "AlphaNorm",
+    "TVBeta",
+    "FeatureLoss",
     "WeightedSum",
 ]
 
@@ -200,6 +206,107 @@ def gram_loss(features: Tensor, target_gram: Tensor) -> Tensor:
     return (g - target_gram).square().sum(dim=(1, 2))
 
 
+def alpha_norm(y: Tensor, alpha: float = 6.0, scale: float = 1.0, center: Tensor | float | None = None,
+               normalize: bool = True) -> Tensor:
+    """The alpha-norm prior of Mahendran & Vedaldi (2015): ``sum_u (||y_u - center|| / scale)^alpha``.
+
+    ``y_u`` is the vector of the last axis at position ``u`` (an RGB pixel of a channels-last
+    image; its Euclidean norm), so a large ``alpha`` (6 in the paper) keeps every pixel inside a ball
+    of radius about ``scale`` around ``center`` while hardly acting inside it.
+
+    Args:
+        y: ``(B, ..., C)``.
+        alpha: exponent > 0.
+        scale: the norm ``B`` that is typical of the signal (> 0); Mahendran & Vedaldi: the mean
+            pixel norm of natural images (80 in 0-255 units).
+        center: subtracted first (a number or a tensor broadcastable to ``y``, e.g. the mean pixel).
+        normalize: divide by the number of positions (``prod(y.shape[1:-1])``), the paper's
+            ``1 / (H W B^alpha)``: the value of an image of typical norm is then about 1 whatever its size.
+
+    Returns:
+        ``(B,)``.
+    """
+    check_nonneg(alpha, "alpha", strict=True)
+    check_nonneg(scale, "scale", strict=True)
+    if y.dim() < 2:
+        raise ValueError(f"y: expected (B, ..., C), got shape {tuple(y.shape)}")
+    if center is not None:
+        if isinstance(center, Tensor):
+            check_broadcast(center, y.shape, "center", "y")
+        y = y - center
+    sq = (y / scale).square().sum(dim=-1)
+    # (|v|^2)^(alpha/2), with a zero gradient (not NaN) at v = 0 for alpha <= 1
+    v = torch.where(sq > 0, sq.clamp(min=torch.finfo(sq.dtype).tiny) ** (alpha / 2), torch.zeros_like(sq))
+    v = _per_sample_sum(v)
+    if normalize:
+        v = v / max(1, y[0, ..., 0].numel())
+    return v
+
+
+def tv_beta(y: Tensor, beta: float = 2.0, scale: float = 1.0, normalize: bool = True) -> Tensor:
+    """The TV^beta prior of Mahendran & Vedaldi (2015) of channels-last images.
+
+    ``sum_{u, c} ((d_x y_{u,c})^2 + (d_y y_{u,c})^2)^(beta/2) / scale^beta`` with forward
+    differences and a Neumann boundary (:func:`facerig.energy.ops.finite_diff`); channels are
+    separate. ``beta = 1`` is isotropic total variation (:func:`total_variation`); ``beta = 2``
+    (the paper's choice, no spikes) is the squared gradient norm; ``beta`` > 1 keeps it differentiable.
+
+    Args:
+        y: ``(B, H, W, C)``.
+        beta: exponent > 0.
+        scale: the typical size ``V`` of a difference (> 0); Mahendran & Vedaldi: ``V = B / 6.5``
+            with ``B`` the mean pixel norm.
+        normalize: divide by the number of positions ``H W`` (the paper's ``1 / (H W V^beta)``).
+
+    Returns:
+        ``(B,)``.
+    """
+    check_nonneg(beta, "beta", strict=True)
+    check_nonneg(scale, "scale", strict=True)
+    g = finite_diff(y, 2) / scale
+    sq = g.square().sum(dim=0)
+    v = torch.where(sq > 0, sq.clamp(min=torch.finfo(sq.dtype).tiny) ** (beta / 2), torch.zeros_like(sq))
+    v = _per_sample_sum(v)
+    if normalize:
+        v = v / (y.shape[1] * y.shape[2])
+    return v
+
+
+def _as_dict(f) -> dict:
+    return f if isinstance(f, dict) else {"output": f}
+
+
+def feature_loss(pred, target, normalize: bool = True, weights: dict | None = None) -> Tensor:
+    """Feature-matching loss ``sum_l w_l ||pred_l - target_l||^2 / ||target_l||^2`` per sample.
+
+    With ``normalize`` (Mahendran & Vedaldi 2015) each layer's squared error is divided by the
+    target's squared norm (per sample), so the value is 0 at a perfect match and 1 for features
+    that are all zero, whatever the layer's size and scale.
+
+    Args:
+        pred: ``(B, ...)`` features, or a dict ``name -> (B, ...)`` (several layers).
+        target: the same structure; each tensor broadcastable to ``pred``'s (e.g. batch 1).
+        normalize: divide each layer by ``||target_l||^2`` (else plain squared L2).
+        weights: optional ``{name: weight >= 0}`` (default 1 each; a dict's missing names count 1).
+
+    Returns:
+        ``(B,)``.
+    """
+    pred, target = _as_dict(pred), _as_dict(target)
+    if set(pred) != set(target):
+        raise ValueError(f"target: layers {sorted(target)} do not match the features' {sorted(pred)}")
+    total = 0.0
+    for name, p in pred.items():
+        t = target[name]
+        e = squared_l2(p, t)
+        if normalize:
+            n = _per_sample_sum(t.square()) if t.dim() > 1 else t.square()
+            e = e / n.clamp(min=torch.finfo(e.dtype).tiny)
+        w = 1.0 if weights is None else weights.get(name, 1.0)
+        total = total + w * e
+    return total
+
+
 class Term(nn.Module):
     """Base class of energy terms: ``term(x, y) -> (B,)``; ``x`` the observation, ``y`` the unknown."""
 
@@ -308,6 +415,78 @@ class GramTerm(Term):
     def forward(self, x: Tensor | None, y: Tensor) -> Tensor:
         f = y if self.features is None else self.features(y)
         return gram_loss(f, self.target_gram)
+
+
+class AlphaNorm(Term):
+    """Prior ``alpha_norm(y, alpha, scale, center, normalize)`` (see :func:`alpha_norm`); ``x`` is ignored."""
+
+    def __init__(self, alpha: float = 6.0, scale: float = 1.0, center=None, normalize: bool = True):
+        super().__init__()
+        check_nonneg(alpha, "alpha", strict=True)
+        check_nonneg(scale, "scale", strict=True)
+        self.alpha, self.scale, self.center, self.normalize = float(alpha), float(scale), center, normalize
+
+    def forward(self, x: Tensor | None, y: Tensor) -> Tensor:
+        c = self.center.to(y) if isinstance(self.center, Tensor) else self.center  # follows y's dtype/device
+        return alpha_norm(y, self.alpha, self.scale, c, self.normalize)
+
+
+class TVBeta(Term):
+    """Prior ``tv_beta(y, beta, scale, normalize)`` of ``(B, H, W, C)`` images (see :func:`tv_beta`); ``x`` is ignored."""
+
+    def __init__(self, beta: float = 2.0, scale: float = 1.0, normalize: bool = True):
+        super().__init__()
+        check_nonneg(beta, "beta", strict=True)
+        check_nonneg(scale, "scale", strict=True)
+        self.beta, self.scale, self.normalize = float(beta), float(scale), normalize
+
+    def forward(self, x: Tensor | None, y: Tensor) -> Tensor:
+        return tv_beta(y, self.beta, self.scale, self.normalize)
+
+
+class FeatureLoss(Term):
+    """Feature matching ``term(x, y) = feature_loss(features(jitter(y)), x)`` (see :func:`feature_loss`).
+
+    ``x`` is the observation, the target features (a tensor or a dict ``name -> tensor``, as
+    ``features`` returns them), ``y`` the unknown signal (an image). With ``normalize`` the value
+    is Mahendran & Vedaldi's ``||phi(y) - phi_0||^2 / ||phi_0||^2``.
+
+    Args:
+        features: any differentiable callable ``y -> (B, ...)`` or ``-> {name: (B, ...)}``
+            (a CNN, a random network, an encoder).
+        normalize, weights: see :func:`feature_loss`.
+        jitter: when > 0, every call shifts ``y`` circularly by a random offset of up to ``jitter``
+            samples along each spatial axis (axes 1 and 2 of ``(B, H, W, C)``, the same offset
+            for the batch) before the features: the paper's jitter, which averages the
+            reconstruction over small translations. The offsets come from this term's own
+            generator (``seed``), so runs are reproducible and the global random state is untouched.
+        seed: seed of the jitter generator (:meth:`reseed` restarts it).
+    """
+
+    def __init__(self, features: Callable, normalize: bool = True, weights: dict | None = None,
+                 jitter: int = 0, seed: int = 0):
+        super().__init__()
+        if not callable(features):
+            raise TypeError(f"features: expected a callable y -> features, got {type(features).__name__}")
+        if not isinstance(jitter, int) or jitter < 0:
+            raise ValueError(f"jitter: expected an integer >= 0 (pixels), got {jitter!r}")
+        self.features, self.normalize, self.weights, self.jitter = features, normalize, weights, jitter
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart the jitter generator (at ``seed``, default the constructor's)."""
+        self.generator.manual_seed(self.seed if seed is None else int(seed))
+
+    def shift(self, y: Tensor) -> Tensor:
+        """``y`` rolled by the next random jitter offset (``y`` itself when ``jitter == 0``)."""
+        if self.jitter == 0:
+            return y
+        d = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=self.generator).tolist()
+        return torch.roll(y, shifts=d, dims=(1, 2))
+
+    def forward(self, x, y: Tensor) -> Tensor:
+        return feature_loss(self.features(self.shift(y)), x, self.normalize, self.weights)
 
 
 class WeightedSum(Term):

@@ -108,3 +108,23 @@ def test_solver_input_errors():
         minimize_adam(lambda y: y.sum(), torch.zeros(2, 2), lr=-1.0)
     with pytest.raises(ValueError, match="y0"):
         minimize_lbfgs(lambda y: y.sum(), torch.tensor([[math.nan]]))
+
+
+def test_adam_reeval_false_reports_the_energy_of_each_step_start():
+    target = torch.tensor([[1.0, -2.0, 3.0]])
+    energy = lambda y: (y - target).square().sum(dim=1)  # noqa: E731
+    calls = []
+
+    def counted(y):
+        calls.append(1)
+        return energy(y)
+
+    y0 = torch.zeros(1, 3)
+    a = minimize_adam(counted, y0, lr=0.1, max_iter=5, tol=0.0)
+    n_reeval = len(calls)
+    calls.clear()
+    b = minimize_adam(counted, y0, lr=0.1, max_iter=5, tol=0.0, reeval=False)
+    assert n_reeval == 10 and len(calls) == 5  # one evaluation per step instead of two
+    torch.testing.assert_close(a.x, b.x)
+    assert b.history[0] == pytest.approx(float(energy(y0)))  # the start's energy
+    assert b.history[1:] == pytest.approx(a.history[:-1])  # one iteration late
