@@ -1,0 +1,121 @@
+"""Feed-forward style transfer (Johnson et al. 2016; Ulyanov et al. 2016): one network per style.
+
+:class:`TransformNet` maps a content photo to its stylisation in one pass. It is trained without
+labels: the core's :func:`facerig.energy.train` in its unsupervised mode, whose loss is the style
+energy of the network's output (:class:`facerig.style.energy.StyleEnergy` with the style's Gram
+matrices fixed). Instance normalisation (Ulyanov et al.) and a small width keep it fast on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from facerig.energy import Problem, TrainResult, train
+from facerig.style.energy import StyleEnergy
+
+__all__ = ["TransformNet", "train_fast", "save_fast", "load_fast"]
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")
+        self.n1 = nn.InstanceNorm2d(c, affine=True)
+        self.c2 = nn.Conv2d(c, c, 3, padding=1, padding_mode="reflect")
+        self.n2 = nn.InstanceNorm2d(c, affine=True)
+
+    def forward(self, x):
+        return x + self.n2(self.c2(F.relu(self.n1(self.c1(x)))))
+
+
+class TransformNet(nn.Module):
+    """A small image transformation network: two stride-2 convolutions, residual blocks at 1/4
+    resolution, two upsampling convolutions, and a residual output ``y = clamp(x + net(x))``.
+
+    Args:
+        width: channels at full resolution (2x at 1/2, 3x at 1/4).
+        n_res: residual blocks.
+
+    ``forward(x)``: ``(B, H, W, 3)`` RGB in [0, 1] (H, W multiples of 4 are exact; others are
+    resized back) -> ``(B, H, W, 3)`` in [0, 1].
+    """
+
+    def __init__(self, width: int = 16, n_res: int = 3):
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 3 * width
+
+        def block(ci, co, stride=1):
+            return nn.Sequential(nn.Conv2d(ci, co, 3, stride=stride, padding=1, padding_mode="reflect"),
+                                 nn.InstanceNorm2d(co, affine=True), nn.ReLU())
+
+        self.down = nn.Sequential(block(3, w1), block(w1, w2, 2), block(w2, w3, 2))
+        self.res = nn.Sequential(*[_Res(w3) for _ in range(n_res)])
+        self.up1 = block(w3, w2)
+        self.up2 = block(w2, w1)
+        self.out = nn.Conv2d(w1, 3, 3, padding=1, padding_mode="reflect")
+        self.config = {"width": width, "n_res": n_res}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[-1] != 3:
+            raise ValueError(f"x: expected (B, H, W, 3) images, got {tuple(x.shape)}")
+        h = x.permute(0, 3, 1, 2)
+        H, W = h.shape[-2:]
+        z = self.res(self.down(h))
+        z = self.up1(F.interpolate(z, scale_factor=2, mode="nearest"))
+        z = self.up2(F.interpolate(z, scale_factor=2, mode="nearest"))
+        d = self.out(z)
+        if d.shape[-2:] != (H, W):
+            d = F.interpolate(d, size=(H, W), mode="bilinear", align_corners=False)
+        return (h + d).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def train_fast(net: TransformNet, energy: StyleEnergy, grams: dict, contents: Tensor, *, steps: int = 1000,
+               batch_size: int = 4, lr: float = 1e-3, seed: int = 0, log_every: int = 50, progress: bool = False,
+               checkpoint=None, callback=None) -> TrainResult:
+    """Train ``net`` for one style with the core's :func:`~facerig.energy.train` (unsupervised mode).
+
+    The loss is ``mean_b E(net(x_b))`` with ``E`` the style energy of content ``x_b`` and the fixed
+    target Gram matrices ``grams`` (:meth:`StyleEnergy.grams`).
+
+    Args:
+        contents: ``(N, H, W, 3)`` training content crops (batches drawn with replacement).
+        steps, batch_size, lr, seed, log_every, progress, checkpoint, callback: see :func:`facerig.energy.train`.
+    """
+
+    def e(x: Tensor, y: Tensor) -> Tensor:
+        return energy(y, energy.targets(x, grams=grams))
+
+    return train(net, Problem(energy=e), contents, mode="unsupervised", steps=steps, batch_size=batch_size, lr=lr,
+                 seed=seed, log_every=log_every, progress=progress, checkpoint=checkpoint, callback=callback)
+
+
+def save_fast(path: str | os.PathLike, net: TransformNet, meta: dict | None = None) -> Path:
+    """Write the network (half precision weights, its configuration and ``meta``) atomically."""
+    from facerig.io import atomic_open
+
+    payload = {"kind": "facerig.style.fast", "config": net.config,
+               "state": {k: v.half() for k, v in net.state_dict().items()}, "meta": meta or {}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as fh:
+        torch.save(payload, fh)
+    return path
+
+
+def load_fast(path: str | os.PathLike) -> TransformNet:
+    """Read a network written by :func:`save_fast` (float32, eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model: {path} does not exist (train one with tools/train_style.py fast)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "facerig.style.fast":
+        raise ValueError(f"model: {path} is not a facerig fast style network")
+    net = TransformNet(**ckpt["config"])
+    net.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
+    net.meta = ckpt.get("meta", {})
+    return net.eval()
