@@ -34,29 +34,29 @@ class _Res(nn.Module):
 
 
 class TransformNet(nn.Module):
-    """A small image transformation network: two stride-2 convolutions, residual blocks at 1/4
-    resolution, two upsampling convolutions, and a residual output ``y = clamp(x + net(x))``.
+    """A small image transformation network, sized for the CPU: two stride-2 convolutions (to 1/4
+    resolution), residual blocks there, two x2 upsamplings each followed by a convolution, and a
+    residual output ``y = clamp(x + net(x))``. About 1.1 GMAC at 512x512 (width 16).
 
     Args:
-        width: channels at full resolution (2x at 1/2, 3x at 1/4).
-        n_res: residual blocks.
+        width: channels at 1/2 resolution (2x at 1/4).
+        n_res: residual blocks at 1/4 resolution.
 
-    ``forward(x)``: ``(B, H, W, 3)`` RGB in [0, 1] (H, W multiples of 4 are exact; others are
-    resized back) -> ``(B, H, W, 3)`` in [0, 1].
+    ``forward(x)``: ``(B, H, W, 3)`` RGB in [0, 1] (any size; H, W multiples of 4 are exact, others
+    are resized back) -> ``(B, H, W, 3)`` in [0, 1].
     """
 
     def __init__(self, width: int = 16, n_res: int = 3):
         super().__init__()
-        w1, w2, w3 = width, 2 * width, 3 * width
+        w1, w2 = width, 2 * width
 
         def block(ci, co, stride=1):
             return nn.Sequential(nn.Conv2d(ci, co, 3, stride=stride, padding=1, padding_mode="reflect"),
                                  nn.InstanceNorm2d(co, affine=True), nn.ReLU())
 
-        self.down = nn.Sequential(block(3, w1), block(w1, w2, 2), block(w2, w3, 2))
-        self.res = nn.Sequential(*[_Res(w3) for _ in range(n_res)])
-        self.up1 = block(w3, w2)
-        self.up2 = block(w2, w1)
+        self.down = nn.Sequential(block(3, w1, 2), block(w1, w2, 2))
+        self.res = nn.Sequential(*[_Res(w2) for _ in range(n_res)])
+        self.up = block(w2, w1)
         self.out = nn.Conv2d(w1, 3, 3, padding=1, padding_mode="reflect")
         self.config = {"width": width, "n_res": n_res}
 
@@ -66,11 +66,8 @@ class TransformNet(nn.Module):
         h = x.permute(0, 3, 1, 2)
         H, W = h.shape[-2:]
         z = self.res(self.down(h))
-        z = self.up1(F.interpolate(z, scale_factor=2, mode="nearest"))
-        z = self.up2(F.interpolate(z, scale_factor=2, mode="nearest"))
-        d = self.out(z)
-        if d.shape[-2:] != (H, W):
-            d = F.interpolate(d, size=(H, W), mode="bilinear", align_corners=False)
+        z = self.up(F.interpolate(z, scale_factor=2, mode="nearest"))
+        d = self.out(F.interpolate(z, size=(H, W), mode="bilinear", align_corners=False))
         return (h + d).clamp(0, 1).permute(0, 2, 3, 1)
 
 

@@ -47,6 +47,10 @@ class FlexContext:
         intensity: ``(B,)`` style intensities.
         layer_weights: ``(B, L)`` per-layer style weights.
         mask: optional ``(B, H, W)`` style mask.
+        surrogate: when a list, every gradient evaluation on a ``y`` that requires grad appends
+            ``E(y)`` (summed over the batch) as a first-order surrogate whose gradient w.r.t. ``y``
+            is the energy's: training then also lowers the energy of the intermediate steps (used
+            by :func:`train_flexible`).
         grad_targets: targets at ``grad_size`` (None: ``targets``).
         grad_size: ``(h, w)`` of the gradient evaluation (None: the output's).
     """
@@ -58,6 +62,7 @@ class FlexContext:
     mask: Tensor | None = None
     grad_targets: StyleTargets | None = None
     grad_size: tuple | None = None
+    surrogate: list | None = None
 
     def condition(self) -> Tensor:
         """``z``, ``(B, 1 + 2 L)``: log intensity, layer weights, log norms of the target Grams."""
@@ -78,6 +83,9 @@ class FlexContext:
                 ys, tg, m = yd, self.targets, self.mask
             e = self.energy(ys, tg, self.intensity, self.layer_weights, m).sum()
             (g,) = torch.autograd.grad(e, yd)
+        if self.surrogate is not None and y.requires_grad:
+            # E(y_k) for training, at no extra cost: its value, and the gradient g = dE/dy_k (first order)
+            self.surrogate.append(e.detach() + (g * (y - y.detach())).sum())
         rms = g.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-12)
         return (g / rms).detach()
 
@@ -194,7 +202,7 @@ class FlexibleSolver(nn.Module):
 
 def train_flexible(solver: FlexibleSolver, energy: StyleEnergy, batches, *, steps: int = 1000, lr: float = 1e-3,
                    seed: int = 0, log_every: int = 25, progress: bool = False, checkpoint=None, resume: bool = False,
-                   callback=None, grad_clip: float | None = 1.0) -> TrainResult:
+                   callback=None, grad_clip: float | None = 1.0, intermediate: float = 0.5) -> TrainResult:
     """Train the solver on many problems with the core's :func:`~facerig.energy.train` (unsupervised).
 
     Args:
@@ -202,15 +210,24 @@ def train_flexible(solver: FlexibleSolver, energy: StyleEnergy, batches, *, step
             "intensity": (B,), "layer_weights": (B, L)}`` (e.g. :class:`facerig.style.training.StyleBatches`).
         steps, lr, seed, log_every, progress, checkpoint, resume, callback, grad_clip: see
             :func:`facerig.energy.train`.
+        intermediate: weight of the intermediate steps' energies in the loss.
 
-    The loss of a batch is ``mean_b E(solver(ctx_b))`` with the batch's own weights.
+    The loss of a batch is ``mean_b E(y_K) + intermediate * mean_{k<K} mean_b E(y_k)`` with the
+    batch's own weights: the last step's energy, and the intermediate steps' (through the
+    first-order surrogate of :class:`FlexContext`, free: the next step computes their gradient
+    anyway), so that fewer steps (``steps=k``) also give good results.
     """
 
     def batch_loss(net, batch, modes):
         tg = energy.targets(batch["content"], grams=batch["grams"])
         ctx = net.context(energy, tg, batch["intensity"], batch["layer_weights"], grad_size=batch.get("grad_size"))
+        ctx.surrogate = []
         y = net(ctx)
-        return {"unsupervised": energy(y, tg, ctx.intensity, ctx.layer_weights).mean()}
+        B = y.shape[0]
+        loss = energy(y, tg, ctx.intensity, ctx.layer_weights).mean()
+        if intermediate > 0 and ctx.surrogate:
+            loss = loss + intermediate * sum(ctx.surrogate) / (len(ctx.surrogate) * B)
+        return {"unsupervised": loss}
 
     problem = Problem(energy=lambda x, y: None, batch_loss=batch_loss)
     return train(solver, problem, batches, mode="unsupervised", steps=steps, lr=lr, seed=seed, log_every=log_every,

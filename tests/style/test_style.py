@@ -318,3 +318,20 @@ def test_gatys_with_trained_vgg_lowers_the_energy():
     r = stylize(c, s, "gatys", iterations=5, energy=E)
     tg = E.targets(c[None], s)
     assert float(r.energy["total"][0]) < 0.5 * float(E(c[None], tg)[0])
+
+
+def test_flexible_surrogate_has_the_energy_value_and_gradient():
+    E = tiny_energy(torch.float64)
+    c, s = images(1, 8, 0, torch.float64), images(1, 8, 1, torch.float64)
+    tg = E.targets(c, s[0])
+    fs = FlexibleSolver(n_steps=1, width=4, depth=1, n_layers=2)
+    ctx = fs.context(E, tg, intensity=2.0)
+    ctx.surrogate = []
+    d = (0.1 * images(1, 8, 2, torch.float64)).requires_grad_(True)
+    ctx.gradient(c + d)
+    (gs,) = torch.autograd.grad(ctx.surrogate[0], d)
+    y = (c + d).detach().requires_grad_(True)
+    e = E(y, tg, 2.0).sum()
+    (ge,) = torch.autograd.grad(e, y)
+    assert float(ctx.surrogate[0].detach()) == pytest.approx(float(e.detach()), rel=1e-10)
+    assert torch.allclose(gs, ge)
