@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, train
+from facerig.style._io import load_model, save_model
 from facerig.style.energy import StyleEnergy
 
 __all__ = ["TransformNet", "train_fast", "save_fast", "load_fast"]
@@ -93,26 +93,10 @@ def train_fast(net: TransformNet, energy: StyleEnergy, grams: dict, contents: Te
 
 def save_fast(path: str | os.PathLike, net: TransformNet, meta: dict | None = None) -> Path:
     """Write the network (half precision weights, its configuration and ``meta``) atomically."""
-    from facerig.io import atomic_open
-
-    payload = {"kind": "facerig.style.fast", "config": net.config,
-               "state": {k: v.half() for k, v in net.state_dict().items()}, "meta": meta or {}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as fh:
-        torch.save(payload, fh)
-    return path
+    return save_model(path, "facerig.style.fast", net, meta)
 
 
 def load_fast(path: str | os.PathLike) -> TransformNet:
     """Read a network written by :func:`save_fast` (float32, eval mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model: {path} does not exist (train one with tools/train_style.py fast)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "facerig.style.fast":
-        raise ValueError(f"model: {path} is not a facerig fast style network")
-    net = TransformNet(**ckpt["config"])
-    net.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
-    net.meta = ckpt.get("meta", {})
-    return net.eval()
+    return load_model(path, "facerig.style.fast", TransformNet, "facerig fast style network",
+                      "train one with tools/train_style.py fast")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, Unrolled, train
+from facerig.style._io import load_model, save_model
 from facerig.style.energy import StyleEnergy, StyleTargets
 from facerig.style.images import fit_size, resize_image
 
@@ -236,26 +237,10 @@ def train_flexible(solver: FlexibleSolver, energy: StyleEnergy, batches, *, step
 
 def save_flexible(path: str | os.PathLike, solver: FlexibleSolver, meta: dict | None = None) -> Path:
     """Write the solver (half-precision weights, configuration, ``meta``) atomically."""
-    from facerig.io import atomic_open
-
-    payload = {"kind": "facerig.style.flexible", "config": solver.config,
-               "state": {k: v.half() for k, v in solver.state_dict().items()}, "meta": meta or {}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as fh:
-        torch.save(payload, fh)
-    return path
+    return save_model(path, "facerig.style.flexible", solver, meta)
 
 
 def load_flexible(path: str | os.PathLike) -> FlexibleSolver:
     """Read a solver written by :func:`save_flexible` (float32, eval mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model: {path} does not exist (train one with tools/train_style.py flexible)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "facerig.style.flexible":
-        raise ValueError(f"model: {path} is not a facerig flexible style solver")
-    s = FlexibleSolver(**ckpt["config"])
-    s.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
-    s.meta = ckpt.get("meta", {})
-    return s.eval()
+    return load_model(path, "facerig.style.flexible", FlexibleSolver, "facerig flexible style solver",
+                      "train one with tools/train_style.py flexible")

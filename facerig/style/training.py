@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from facerig.style.energy import StyleEnergy
-from facerig.style.images import load_image, procedural_style, resize_image
+from facerig.style.images import procedural_style, resize_image
 
 __all__ = ["content_crops", "video_frames", "StyleBatches"]
 
