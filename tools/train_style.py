@@ -8,7 +8,8 @@ Training content: random crops of the development videos' frames (``/work/shared
 (:data:`facerig.style.images.TRAIN_CONTENT`). Flexible styles: the bundled real pictures of
 :data:`facerig.style.images.TRAIN_STYLES` and procedural styles; the benchmark's styles and contents
 (:data:`~facerig.style.images.HELDOUT_STYLES`, :data:`~facerig.style.images.HELDOUT_CONTENT`) are
-never used. A log line per window goes to stdout; ``--checkpoint`` resumes an interrupted run.
+never used. A log line per window goes to stdout; ``--checkpoint`` resumes an interrupted run (and a run
+with ``--steps`` at or below the checkpoint's step only writes the model of the checkpoint).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
         style = load_image(args.style, args.size)
         net = TransformNet(width=args.width if args.width != 24 else 16)
         res = train_fast(net, E, E.grams(style), crops, steps=args.steps, batch_size=args.batch, lr=args.lr,
-                         seed=args.seed, log_every=25, checkpoint=args.checkpoint, callback=_log(t0))
+                         seed=args.seed, log_every=25, checkpoint=args.checkpoint, resume=bool(args.checkpoint),
+                         callback=_log(t0))
         save_fast(args.output, net, {"style": args.style, "size": args.size, "steps": res.n_steps,
                                      "batch": args.batch, "seconds": round(time.time() - t0),
                                      "final_energy": res.history["total"][-1]})

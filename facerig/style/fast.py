@@ -73,7 +73,7 @@ class TransformNet(nn.Module):
 
 def train_fast(net: TransformNet, energy: StyleEnergy, grams: dict, contents: Tensor, *, steps: int = 1000,
                batch_size: int = 4, lr: float = 1e-3, seed: int = 0, log_every: int = 50, progress: bool = False,
-               checkpoint=None, callback=None) -> TrainResult:
+               checkpoint=None, resume: bool = False, callback=None) -> TrainResult:
     """Train ``net`` for one style with the core's :func:`~facerig.energy.train` (unsupervised mode).
 
     The loss is ``mean_b E(net(x_b))`` with ``E`` the style energy of content ``x_b`` and the fixed
@@ -81,14 +81,16 @@ def train_fast(net: TransformNet, energy: StyleEnergy, grams: dict, contents: Te
 
     Args:
         contents: ``(N, H, W, 3)`` training content crops (batches drawn with replacement).
-        steps, batch_size, lr, seed, log_every, progress, checkpoint, callback: see :func:`facerig.energy.train`.
+        steps, batch_size, lr, seed, log_every, progress, checkpoint, resume, callback: see
+            :func:`facerig.energy.train`.
     """
 
     def e(x: Tensor, y: Tensor) -> Tensor:
         return energy(y, energy.targets(x, grams=grams))
 
     return train(net, Problem(energy=e), contents, mode="unsupervised", steps=steps, batch_size=batch_size, lr=lr,
-                 seed=seed, log_every=log_every, progress=progress, checkpoint=checkpoint, callback=callback)
+                 seed=seed, log_every=log_every, progress=progress, checkpoint=checkpoint, resume=resume,
+                 callback=callback)
 
 
 def save_fast(path: str | os.PathLike, net: TransformNet, meta: dict | None = None) -> Path:
