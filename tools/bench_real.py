@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 import facerig
+from facerig.face import NoFaceError
 from facerig.landmarks import detect_landmarks, load_image, to_ibug68
 
 DATA = Path(os.environ.get("FACERIG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "real_faces_dev"
@@ -98,7 +99,7 @@ def run_method(name: str, items, refine: int, encoder="default"):
             if name == "refine":
                 return facerig.reconstruct(image, encoder, refine=refine).landmarks68
             return facerig.fit_image(image).landmarks68
-        except facerig.NoFaceError:
+        except NoFaceError:
             return None
 
     predict(items[0]["image"])  # warm-up: model loading, MediaPipe graphs

