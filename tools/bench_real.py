@@ -24,13 +24,14 @@ Times are per face, wall clock and process CPU, with ``--threads`` torch / OpenC
 estimate of idle-machine latency.
 
 Run:  .venv/bin/python tools/bench_real.py [--threads 1,2] [--refine 5] [--face-width 0] [--limit N]
-      [--methods mediapipe,reconstruct,refine,fit] [--videos franck,cap12_edit,carphone_pristine]
+      [--methods mediapipe,reconstruct,refine,fit] [--videos franck,cap12_edit,carphone_pristine] [--encoder FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,9 +40,11 @@ import numpy as np
 import torch
 
 import facerig
+from facerig.face import NoFaceError
 from facerig.landmarks import detect_landmarks, load_image, to_ibug68
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_faces_dev"
+DATA = Path(os.environ.get("FACERIG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "real_faces_dev"
+"""The labelled frames (``$FACERIG_SHARED_DATA/real_faces_dev``, default ``../shared/data``)."""
 METHODS = ("mediapipe", "reconstruct", "refine", "fit")
 
 
@@ -85,18 +88,18 @@ def _mediapipe68(image):
     return np.asarray(to_ibug68(faces[0].points[:468, :2]), np.float64)
 
 
-def run_method(name: str, items, refine: int):
+def run_method(name: str, items, refine: int, encoder="default"):
     """Per-face (NME or nan, wall s, CPU s, (68, 2) points or None) of one method over ``items``."""
     def predict(image):
         if name == "mediapipe":
             return _mediapipe68(image)
         try:
             if name == "reconstruct":
-                return facerig.reconstruct(image, refine=0).landmarks68
+                return facerig.reconstruct(image, encoder, refine=0).landmarks68
             if name == "refine":
-                return facerig.reconstruct(image, refine=refine).landmarks68
+                return facerig.reconstruct(image, encoder, refine=refine).landmarks68
             return facerig.fit_image(image).landmarks68
-        except facerig.NoFaceError:
+        except NoFaceError:
             return None
 
     predict(items[0]["image"])  # warm-up: model loading, MediaPipe graphs
@@ -136,6 +139,8 @@ def main(argv=None):
     ap.add_argument("--videos", default="", help="comma-separated video stems to use (default: all)")
     ap.add_argument("--json", default="", help="also write the rows to this JSON file")
     ap.add_argument("--dump", default="", help="write the predicted points, truths and files to this .npz")
+    ap.add_argument("--encoder", default="default",
+                    help="encoder file of the reconstruct rows (default: the shipped assets/default_encoder.pt)")
     args = ap.parse_args(argv)
     if not (DATA / "labels.json").exists():
         raise SystemExit(f"no real_faces_dev data at {DATA} (see ../shared/data/README.md)")
@@ -158,7 +163,7 @@ def main(argv=None):
         cv2.setNumThreads(threads)
         for m in methods:
             t0 = time.perf_counter()
-            results = run_method(m, items, args.refine)
+            results = run_method(m, items, args.refine, args.encoder)
             row = summarise(items, results)
             dump[f"{m}_{threads}"] = np.stack([r[3] if r[3] is not None else np.full((68, 2), np.nan) for r in results])
             row.update(method=labels[m], threads=threads)

@@ -8,7 +8,8 @@ end to end through the face model and the differentiable renderer (Tewari et al.
   (:mod:`facerig.encoder.training`);
 * :class:`SyntheticFaceDataset`, :class:`SamplePhotoDataset` - on-the-fly training data
   (:mod:`facerig.encoder.synthetic_data`); :class:`PreparedFaces` - crops written by ``facerig prepare``
-  (:mod:`facerig.encoder.data`);
+  (:mod:`facerig.encoder.data`); :func:`degrade_photo` (real-photo augmentation) and
+  :func:`split_by_video` (hold data out by video) in :mod:`facerig.encoder.augment`;
 * :func:`reconstruct` - photo -> :class:`facerig.face.FaceFit` with the encoder (:mod:`facerig.encoder.reconstruct`).
 
 Attributes are imported lazily (``import facerig.encoder`` is cheap).
@@ -36,6 +37,9 @@ _EXPORTS = {
     "sample_face_photos": "facerig.encoder.synthetic_data",
     "PreparedFaces": "facerig.encoder.data",
     "reconstruct": "facerig.encoder.reconstruct",
+    "DegradeOptions": "facerig.encoder.augment",
+    "degrade_photo": "facerig.encoder.augment",
+    "split_by_video": "facerig.encoder.augment",
 }
 
 __all__ = sorted(_EXPORTS)

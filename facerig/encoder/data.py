@@ -492,6 +492,10 @@ class PreparedFaces(torch.utils.data.Dataset):
             small random zoom (0.9-1.1) and shift (+-5 %) of the crop; landmarks, camera and the
             code's focal follow the geometric change exactly. Uses torch's global RNG (seed it, or
             the DataLoader's per-worker seeds).
+        degrade: also degrade the crops like real photos (small faces brought up to size, blur,
+            noise, JPEG, colour casts: :func:`facerig.encoder.augment.degrade_photo`): ``True`` for
+            the default :class:`~facerig.encoder.augment.DegradeOptions`, or options; only with
+            ``augment``. The pixel grid is unchanged, so landmarks and camera stay exact.
         code_dim: D of the all-NaN code when the folder has no codes (default: the default
             model's code length).
 
@@ -499,7 +503,10 @@ class PreparedFaces(torch.utils.data.Dataset):
     ``info(i)`` gives the crop's file, source path, frame number and crop window.
     """
 
-    def __init__(self, root, size: int | None = None, augment: bool = False, code_dim: int | None = None):
+    def __init__(self, root, size: int | None = None, augment: bool = False, code_dim: int | None = None,
+                 degrade=None):
+        from facerig.encoder.augment import DegradeOptions
+
         self.root = Path(root)
         if not (self.root / META_NAME).is_file():
             raise ValueError(f"root: {str(self.root)!r} is not a prepared folder (no {META_NAME}); "
@@ -510,6 +517,13 @@ class PreparedFaces(torch.utils.data.Dataset):
             raise ValueError(f"size: expected an int >= 8 pixels or None, got {size!r}")
         self.size = int(size) if size is not None else self.prepared_size
         self.augment = bool(augment)
+        if degrade is True:
+            degrade = DegradeOptions()
+        if degrade not in (None, False) and not isinstance(degrade, DegradeOptions):
+            raise ValueError(f"degrade: expected None, True or a DegradeOptions, got {degrade!r}")
+        if degrade and not self.augment:
+            raise ValueError("degrade: only applies with augment=True")
+        self.degrade = degrade or None
         cols: dict[str, list] = {k: [] for k in ("landmarks", "focal", "principal_point", "box", "frame", "code",
                                                  "fit_error", "score")}
         self._files, self._sources = [], []
@@ -600,6 +614,11 @@ class PreparedFaces(torch.utils.data.Dataset):
             f = f * a
             if self._focal_slot is not None and np.isfinite(code[self._focal_slot]):
                 code[self._focal_slot] *= a
+        if self.degrade is not None:
+            from facerig.encoder.augment import degrade_photo
+
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            img = degrade_photo(np.ascontiguousarray(img), rng, self.degrade)
         image = torch.from_numpy(np.ascontiguousarray(img)).float() / 255.0
         if self.augment:
             image = _color_jitter(image)

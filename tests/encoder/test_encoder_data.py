@@ -133,6 +133,30 @@ def test_resize_and_augment_keep_the_camera_consistent(prepared, monkeypatch):
     assert diff < 0.02 and wrong > 2 * diff, (diff, wrong)
 
 
+def test_degrade_keeps_the_pixel_grid_and_the_camera(prepared, monkeypatch):
+    from facerig.encoder import data
+    from facerig.encoder.augment import DegradeOptions
+    from facerig.encoder.data import PreparedFaces
+
+    out, _ = prepared
+    with pytest.raises(ValueError, match="degrade"):
+        PreparedFaces(out, degrade=True)
+    monkeypatch.setattr(data, "_color_jitter", lambda im: im)
+    full = PreparedFaces(out)[2]
+    opts = DegradeOptions(low_res=1.0, low_res_side=(60.0, 80.0), blur=1.0, noise=1.0, jpeg=1.0, cast=0.0)
+    torch.manual_seed(4)
+    it = PreparedFaces(out, augment=True, degrade=opts)[2]
+    assert it["image"].shape == full["image"].shape and it["image"].dtype == torch.float32
+    ref = (full["landmarks"] - full["principal_point"]) / full["focal"]
+    np.testing.assert_allclose(((it["landmarks"] - it["principal_point"]) / it["focal"]).numpy(), ref.numpy(), atol=1e-5)
+    # the degraded image still shows at each landmark what the original showed there (a 3x smaller
+    # face, blurred and compressed: colours within a few percent), and not what it showed 15 px away
+    ref_c = _colours_at(full["image"], full["landmarks"])
+    diff = np.abs(_colours_at(it["image"], it["landmarks"]) - ref_c).mean()
+    wrong = np.abs(_colours_at(it["image"], full["landmarks"] + 15.0) - ref_c).mean()
+    assert diff < 0.05 and wrong > 1.5 * diff, (diff, wrong)
+
+
 def test_resume_after_interruption_is_identical(prepared, sources, tmp_path, monkeypatch):
     from facerig.encoder import data
 
