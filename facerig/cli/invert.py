@@ -46,7 +46,7 @@ def _run(args) -> int:
         except ValueError as err:
             raise UserError(str(err)) from err
     else:
-        from facerig.landmarks.image import ImageReadError, load_image
+        from facerig.io import ImageReadError, load_image
 
         try:
             photo = torch.from_numpy(load_image(args.image)).float() / 255.0

@@ -50,7 +50,7 @@ def _bundled(name: str) -> np.ndarray:
             path = matplotlib.cbook.get_sample_data(key, asfileobj=False)
         except (ValueError, OSError) as err:
             raise ValueError(f"image: {name!r} is not in matplotlib's sample data") from err
-        from facerig.landmarks.image import load_image as _read
+        from facerig.io import load_image as _read
 
         return _read(path)
     raise ValueError(f"image: unknown bundled source {kind!r} in {name!r}; use 'skimage:NAME' or 'mpl:FILE'")
@@ -70,7 +70,7 @@ def load_image(source, size: int | None = None) -> Tensor:
     """
     if isinstance(source, (str, os.PathLike)) and not (isinstance(source, str) and ":" in source
                                                         and not Path(source).exists()):
-        from facerig.landmarks.image import load_image as _read
+        from facerig.io import load_image as _read
 
         arr = _read(source)
     elif isinstance(source, str):
