@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, feature_loss, train
+from facerig.io import read_network, save_network
 
 __all__ = ["UpconvDecoder", "LearnedInverse", "train_learned_inverse", "load_learned_inverse",
            "DEFAULT_INVERSE"]
@@ -106,26 +107,16 @@ class LearnedInverse(nn.Module):
 
     def save(self, path: str | os.PathLike, half: bool = True) -> None:
         """Write the decoders (float16 by default: half the file) and their configuration atomically."""
-        from facerig.io import atomic_open
-
-        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.state_dict().items()}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path) as fh:
-            torch.save({"format": _FORMAT, "config": self.config, "features": self.features_info,
-                        "state": state}, fh)
+        save_network(path, self, _FORMAT, key="format", config=self.config, extra={"features": self.features_info},
+                     half=half)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LearnedInverse:
         """Read a file written by :meth:`save` (weights back in float32)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"path: learned inverse {path} does not exist (tools/train_inversion.py makes it)")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise ValueError(f"path: {path} is not a facerig learned inverse ({_FORMAT})")
+        blob = read_network(path, _FORMAT, key="format", what=f"facerig learned inverse ({_FORMAT})",
+                            hint="tools/train_inversion.py makes it")
         net = cls(features_info=blob["features"], **blob["config"])
-        net.load_state_dict({k: v.float() for k, v in blob["state"].items()})
+        net.load_state_dict(blob["state"])
         return net.eval()
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, train
-from facerig.style._io import load_model, save_model
+from facerig.io import read_network, save_network
 from facerig.style.energy import StyleEnergy
 
 __all__ = ["TransformNet", "train_fast", "save_fast", "load_fast"]
@@ -95,10 +95,14 @@ def train_fast(net: TransformNet, energy: StyleEnergy, grams: dict, contents: Te
 
 def save_fast(path: str | os.PathLike, net: TransformNet, meta: dict | None = None) -> Path:
     """Write the network (half precision weights, its configuration and ``meta``) atomically."""
-    return save_model(path, "facerig.style.fast", net, meta)
+    return save_network(path, net, "facerig.style.fast", config=net.config, extra={"meta": meta or {}})
 
 
 def load_fast(path: str | os.PathLike) -> TransformNet:
     """Read a network written by :func:`save_fast` (float32, eval mode)."""
-    return load_model(path, "facerig.style.fast", TransformNet, "facerig fast style network",
-                      "train one with tools/train_style.py fast")
+    blob = read_network(path, "facerig.style.fast", what="facerig fast style network",
+                        hint="train one with tools/train_style.py fast", arg="model", weights_only=False)
+    net = TransformNet(**blob["config"])
+    net.load_state_dict(blob["state"])
+    net.meta = blob.get("meta", {})
+    return net.eval()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, Unrolled, train
-from facerig.style._io import load_model, save_model
+from facerig.io import read_network, save_network
 from facerig.style.energy import StyleEnergy, StyleTargets
 from facerig.style.images import fit_size, resize_image
 
@@ -237,10 +237,14 @@ def train_flexible(solver: FlexibleSolver, energy: StyleEnergy, batches, *, step
 
 def save_flexible(path: str | os.PathLike, solver: FlexibleSolver, meta: dict | None = None) -> Path:
     """Write the solver (half-precision weights, configuration, ``meta``) atomically."""
-    return save_model(path, "facerig.style.flexible", solver, meta)
+    return save_network(path, solver, "facerig.style.flexible", config=solver.config, extra={"meta": meta or {}})
 
 
 def load_flexible(path: str | os.PathLike) -> FlexibleSolver:
     """Read a solver written by :func:`save_flexible` (float32, eval mode)."""
-    return load_model(path, "facerig.style.flexible", FlexibleSolver, "facerig flexible style solver",
-                      "train one with tools/train_style.py flexible")
+    blob = read_network(path, "facerig.style.flexible", what="facerig flexible style solver",
+                        hint="train one with tools/train_style.py flexible", arg="model", weights_only=False)
+    net = FlexibleSolver(**blob["config"])
+    net.load_state_dict(blob["state"])
+    net.meta = blob.get("meta", {})
+    return net.eval()
