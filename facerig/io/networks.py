@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facerig.io.files import atomic_open
 
-__all__ = ["save_network", "read_network"]
+__all__ = ["save_network", "read_network", "load_network"]
 
 
 def save_network(path: str | os.PathLike, net, tag: str, *, config: dict, key: str = "kind",
@@ -48,3 +48,13 @@ def read_network(path: str | os.PathLike, tag: str, *, what: str, hint: str, key
         raise ValueError(f"{arg}: {path} is not a {what}")
     blob["state"] = {k: (v.float() if v.is_floating_point() else v) for k, v in blob["state"].items()}
     return blob
+
+
+def load_network(path: str | os.PathLike, tag: str, cls, **kwargs):
+    """``cls(**config)`` with the state of a :func:`save_network` file (float32, eval mode), its
+    ``"meta"`` field (``{}`` when absent) as ``.meta``. ``kwargs`` go to :func:`read_network`."""
+    blob = read_network(path, tag, **kwargs)
+    net = cls(**blob["config"])
+    net.load_state_dict(blob["state"])
+    net.meta = blob.get("meta", {})
+    return net.eval()

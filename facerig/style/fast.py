@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, train
-from facerig.io import read_network, save_network
+from facerig.io import load_network, save_network
 from facerig.style.energy import StyleEnergy
 
 __all__ = ["TransformNet", "train_fast", "save_fast", "load_fast"]
@@ -100,9 +100,5 @@ def save_fast(path: str | os.PathLike, net: TransformNet, meta: dict | None = No
 
 def load_fast(path: str | os.PathLike) -> TransformNet:
     """Read a network written by :func:`save_fast` (float32, eval mode)."""
-    blob = read_network(path, "facerig.style.fast", what="facerig fast style network",
+    return load_network(path, "facerig.style.fast", TransformNet, what="facerig fast style network",
                         hint="train one with tools/train_style.py fast", arg="model", weights_only=False)
-    net = TransformNet(**blob["config"])
-    net.load_state_dict(blob["state"])
-    net.meta = blob.get("meta", {})
-    return net.eval()

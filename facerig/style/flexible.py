@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerig.energy import Problem, TrainResult, Unrolled, train
-from facerig.io import read_network, save_network
+from facerig.io import load_network, save_network
 from facerig.style.energy import StyleEnergy, StyleTargets
 from facerig.style.images import fit_size, resize_image
 
@@ -242,9 +242,5 @@ def save_flexible(path: str | os.PathLike, solver: FlexibleSolver, meta: dict | 
 
 def load_flexible(path: str | os.PathLike) -> FlexibleSolver:
     """Read a solver written by :func:`save_flexible` (float32, eval mode)."""
-    blob = read_network(path, "facerig.style.flexible", what="facerig flexible style solver",
+    return load_network(path, "facerig.style.flexible", FlexibleSolver, what="facerig flexible style solver",
                         hint="train one with tools/train_style.py flexible", arg="model", weights_only=False)
-    net = FlexibleSolver(**blob["config"])
-    net.load_state_dict(blob["state"])
-    net.meta = blob.get("meta", {})
-    return net.eval()
